@@ -1,0 +1,117 @@
+"""The `rledit` command line: train, edit, eval.
+
+Every user mistake (bad flag value, unknown layer, missing file) ends as one line on
+stderr and exit status 2; anything else is a bug and keeps its traceback.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+import time
+from pathlib import Path
+
+from rledit_ray.errors import UserError
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message):  # one line, exit 2, like every other user error
+        raise UserError(f"{self.prog}: {message}")
+
+
+def _add_run_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--config", help="YAML file with run settings (flags override it)")
+    p.add_argument("--task", help="editing task (default: unlearning)")
+    p.add_argument("--dataset", help="mnist (default) or digits")
+    p.add_argument("--data-root", help="folder with the MNIST idx files (optional)")
+    p.add_argument("--forget-class", type=int, action="append", dest="forget_classes",
+                   help="class to forget (repeat for several; default 7)")
+    p.add_argument("--seed", type=int)
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="rledit", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    t = sub.add_parser("train", help="train an RL editing policy and apply it")
+    _add_run_flags(t)
+    t.add_argument("--world", help="mask (default) or shift")
+    t.add_argument("--layer", action="append", dest="edit",
+                   help="parameter or module to edit, e.g. fc2 or fc1.weight (repeatable)")
+    t.add_argument("--rank", type=int)
+    t.add_argument("--episode-length", type=int)
+    t.add_argument("--iterations", type=int, help="PPO iterations (upper bound; stops early on target)")
+    t.add_argument("--env-runners", type=int, help="remote EnvRunners (0 = sample in the driver)")
+    t.add_argument("--out", help="run directory (default runs/<task>-<dataset>-<world>-seed<S>-<time>)")
+    t.add_argument("--address", help="Ray cluster address (default: RAY_ADDRESS or a local Ray)")
+
+    e = sub.add_parser("edit", help="apply a trained policy to the target and save the edited weights")
+    e.add_argument("--checkpoint", required=True, help="a run directory or its checkpoint folder")
+    e.add_argument("--out", required=True, help="output folder")
+
+    v = sub.add_parser("eval", help="print the task metrics of a saved model")
+    _add_run_flags(v)
+    v.add_argument("--weights", help="safetensors file (default: the original target)")
+    v.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    return parser
+
+
+def _overrides(args: argparse.Namespace) -> dict:
+    keys = {"task": "task", "dataset": "dataset", "data_root": "data_root", "forget_classes": "forget_classes",
+            "seed": "seed", "world": "world", "edit": "edit", "rank": "rank", "episode_length": "episode_length",
+            "iterations": "training.iterations", "env_runners": "agent.num_env_runners"}
+    return {dst: getattr(args, src) for src, dst in keys.items() if getattr(args, src, None) is not None}
+
+
+def cmd_train(args) -> int:
+    from rledit_ray.config import load_config
+    from rledit_ray.training import train
+
+    cfg = load_config(args.config, _overrides(args))
+    out = args.out or Path("runs") / f"{cfg.task}-{cfg.dataset}-{cfg.world}-seed{cfg.seed}-{time.strftime('%Y%m%d-%H%M%S')}"
+    train(cfg, out, address=args.address)
+    return 0
+
+
+def cmd_edit(args) -> int:
+    from rledit_ray.editing import apply_checkpoint
+
+    result = apply_checkpoint(args.checkpoint, args.out)
+    after = result["after"]
+    print(f"edited in {result['edit_seconds']:.3f} s: forget {after['forget_acc']:.2%} retain "
+          f"{after['retain_acc']:.2%} (test) -> {Path(args.out).resolve()}")
+    return 0
+
+
+def cmd_eval(args) -> int:
+    from rledit_ray.config import load_config
+    from rledit_ray.editing import evaluate_weights
+
+    cfg = load_config(args.config, _overrides(args))
+    metrics = evaluate_weights(cfg, args.weights)
+    if args.json:
+        print(json.dumps(metrics, indent=2))
+    else:
+        for key, value in metrics.items():
+            print(f"{key:18s} {value:.4f}")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    try:
+        args = _parser().parse_args(argv)
+        return {"train": cmd_train, "edit": cmd_edit, "eval": cmd_eval}[args.command](args)
+    except UserError as err:
+        print(f"rledit: error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("rledit: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

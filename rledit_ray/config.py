@@ -1,0 +1,140 @@
+"""One validated run configuration, from YAML and/or CLI flags.
+
+Every command (train, edit, eval, sweeps) and every Ray worker builds its world from this
+object; env_config is `RunConfig.model_dump()`. Unknown fields and bad values are refused
+with one line naming the field, before any work starts.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from rledit_ray.errors import UserError
+
+WORLDS = ("mask", "shift")
+TASKS = ("unlearning",)
+DATASETS = ("mnist", "digits")
+# The step size that suits each world when the config leaves it unset (DESIGN.md section 7:
+# ShiftWorld is sensitive to it; these were measured on the last MNIST layer).
+DEFAULT_STEP_SIZE = {"mask": 0.5, "shift": 1.0}
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class RewardConfig(_Strict):
+    utility_coef: float = 4.0
+    objective_coef: float = 1.0
+    mode: Literal["improvement", "level"] = "improvement"
+    target_margin: float = -2.0
+    kl_coef: float = Field(0.0, ge=0)
+
+
+class SamplesConfig(_Strict):
+    per_set: int = Field(256, ge=1, description="reward samples per set (forget / retain)")
+
+
+class AgentConfig(_Strict):
+    num_env_runners: int = Field(0, ge=0)
+    num_envs_per_env_runner: int = Field(1, ge=1)
+    num_gpus_per_env_runner: float = Field(0.0, ge=0)
+    num_learners: int = Field(0, ge=0)
+    num_gpus_per_learner: float = Field(0.0, ge=0)
+    lr: float = Field(1e-3, gt=0)
+    gamma: float = Field(1.0, ge=0, le=1)
+    lambda_: float = Field(0.95, ge=0, le=1)
+    clip_param: float = Field(0.3, gt=0)
+    entropy_coeff: float = Field(0.0, ge=0)
+    train_batch_size: int = Field(1000, ge=1)
+    minibatch_size: int = Field(250, ge=1)
+    num_epochs: int = Field(10, ge=1)
+    hidden: list[int] = [64, 64]
+    initial_log_std: float = -0.7
+
+
+class TrainingConfig(_Strict):
+    iterations: int = Field(40, ge=1)
+    eval_every: int = Field(1, ge=1, description="evaluate the deterministic policy every k iterations")
+    # Stop early once the validation metrics have met these for the deterministic policy.
+    stop_forget_acc: float | None = 0.005
+    stop_retain_acc: float | None = 0.98
+
+
+class RunConfig(_Strict):
+    task: str = "unlearning"
+    dataset: str = "mnist"
+    data_root: str | None = None
+    data_source: Literal["auto", "idx", "csv", "torchvision"] = "auto"
+    forget_classes: list[int] = [7]
+    target_seed: int = 0
+    world: str = "mask"
+    edit: list[str] = ["fc2.weight", "fc2.bias"]
+    rank: int = 1
+    step_size: float | None = None
+    mask_bounds: tuple[float, float] = (0.0, 1.5)
+    episode_length: int = 5
+    reward: RewardConfig = RewardConfig()
+    samples: SamplesConfig = SamplesConfig()
+    obs_budget: int = 4096
+    seed: int = 0
+    device: str = "auto"
+    agent: AgentConfig = AgentConfig()
+    training: TrainingConfig = TrainingConfig()
+
+    def check(self) -> "RunConfig":
+        """Semantic checks that need no data; raises UserError with one line."""
+        for field, value, choices in (("world", self.world, WORLDS), ("task", self.task, TASKS),
+                                      ("dataset", self.dataset, DATASETS)):
+            if value not in choices:
+                raise UserError(f"unknown {field} '{value}': choose one of {', '.join(choices)}")
+        if self.rank < 1:
+            raise UserError(f"rank must be >= 1 (got {self.rank})")
+        if self.episode_length < 1:
+            raise UserError(f"episode_length must be >= 1 (got {self.episode_length})")
+        if self.step_size is not None and self.step_size <= 0:
+            raise UserError(f"step_size must be > 0 (got {self.step_size})")
+        return self
+
+    @property
+    def effective_step_size(self) -> float:
+        return self.step_size if self.step_size is not None else DEFAULT_STEP_SIZE[self.world]
+
+
+def _one_line(err: ValidationError, where: str) -> UserError:
+    first = err.errors()[0]
+    field = ".".join(str(p) for p in first["loc"]) or "(top level)"
+    msg = "unknown field" if first["type"] == "extra_forbidden" else first["msg"]
+    return UserError(f"{where}: {field}: {msg}")
+
+
+def build_config(data: dict | None = None, where: str = "config") -> RunConfig:
+    try:
+        return RunConfig.model_validate(data or {}).check()
+    except ValidationError as err:
+        raise _one_line(err, where) from None
+
+
+def load_config(path: str | Path | None, overrides: dict | None = None) -> RunConfig:
+    """YAML file (optional) with CLI overrides (dotted keys allowed) on top."""
+    data: dict = {}
+    if path:
+        path = Path(path)
+        if not path.is_file():
+            raise UserError(f"config file '{path}' does not exist")
+        try:
+            data = yaml.safe_load(path.read_text()) or {}
+        except yaml.YAMLError as err:
+            raise UserError(f"config file '{path}' is not valid YAML: {str(err).splitlines()[0]}") from None
+        if not isinstance(data, dict):
+            raise UserError(f"config file '{path}' must hold a mapping of settings")
+    for key, value in (overrides or {}).items():
+        node = data
+        *parents, leaf = key.split(".")
+        for p in parents:
+            node = node.setdefault(p, {})
+        node[leaf] = value
+    return build_config(data, where=str(path) if path else "config")

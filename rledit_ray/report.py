@@ -1,0 +1,87 @@
+"""Everything a run leaves behind, written atomically: metrics.json, report.md, curves.png,
+config.yaml and the edited weights. A run killed midway never leaves a half-written file."""
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import yaml
+
+from rledit_ray.targets import atomic_write_text
+
+REPORTED = [
+    ("forget_acc", "forget accuracy (test)"),
+    ("retain_acc", "retain accuracy (test)"),
+    ("forget_train_acc", "forget accuracy (train: forget set)"),
+    ("retain_train_acc", "retain accuracy (train: retain set)"),
+    ("forget_val_acc", "forget accuracy (validation)"),
+    ("retain_val_acc", "retain accuracy (validation)"),
+]
+
+
+def write_json(path: Path, data: dict) -> None:
+    atomic_write_text(path, json.dumps(data, indent=2, default=float) + "\n")
+
+
+def write_config(path: Path, config_dict: dict) -> None:
+    atomic_write_text(path, yaml.safe_dump(config_dict, sort_keys=False))
+
+
+def _pct(x) -> str:
+    return "n/a" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{100 * x:.2f}%"
+
+
+def write_report(path: Path, metrics: dict, config_dict: dict) -> None:
+    rows = ["| metric | before | random policy | after (RL edit) |", "|---|---|---|---|"]
+    rand = metrics.get("random_policy", {})
+    for key, label in REPORTED:
+        if key in metrics["after"]:
+            rows.append(f"| {label} | {_pct(metrics['before'].get(key))} | {_pct(rand.get(key))} | "
+                        f"{_pct(metrics['after'][key])} |")
+    settings = {k: config_dict[k] for k in ("task", "dataset", "forget_classes", "world", "edit", "rank",
+                                            "episode_length", "seed") if k in config_dict}
+    settings["step_size"] = metrics.get("step_size")
+    lines = [
+        f"# rledit run: {metrics['task']} on {config_dict.get('dataset')} ({metrics['world']} world, seed {metrics['seed']})",
+        "",
+        *rows,
+        "",
+        f"- env steps: {metrics['env_steps']}, wall time: {metrics['wall_time_s']:.1f} s, "
+        f"best checkpoint at iteration {metrics.get('best_iteration')}",
+        "- before = the original network; random policy = uniform random actions for one episode "
+        "(mean over episodes); after = the trained policy applied deterministically.",
+        "- checkpoint chosen on the validation split; forget/retain accuracy are on held-out test images.",
+        "",
+        "## Settings",
+        "",
+        "```yaml",
+        yaml.safe_dump({**settings, "reward": config_dict.get("reward"), "samples": config_dict.get("samples"),
+                        "agent": config_dict.get("agent")}, sort_keys=False).rstrip(),
+        "```",
+        "",
+        "Full configuration: `config.yaml`. Training curves: `curves.png`.",
+    ]
+    atomic_write_text(path, "\n".join(lines) + "\n")
+
+
+def write_curves(path: Path, history: list[dict]) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    steps = [h["env_steps"] for h in history]
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 3.8))
+    ax1.plot(steps, [h["episode_return_mean"] for h in history], marker=".")
+    ax1.set(xlabel="env steps", ylabel="mean episode return", title="PPO training return")
+    evaluated = [h for h in history if "forget_val_acc" in h]
+    ax2.plot([h["env_steps"] for h in evaluated], [h["forget_val_acc"] for h in evaluated], marker=".", label="forget (val)")
+    ax2.plot([h["env_steps"] for h in evaluated], [h["retain_val_acc"] for h in evaluated], marker=".", label="retain (val)")
+    ax2.set(xlabel="env steps", ylabel="accuracy", title="deterministic policy, validation", ylim=(-0.02, 1.02))
+    ax2.legend()
+    fig.tight_layout()
+    tmp = path.with_name(f".{path.name}.tmp.png")
+    fig.savefig(tmp, dpi=110)
+    plt.close(fig)
+    tmp.replace(path)

@@ -1,0 +1,129 @@
+"""Train the project's target networks once, with a fixed seed, and cache them.
+
+The cache holds `<name>.safetensors` plus `<name>.json` metadata naming the data source,
+seed, recipe and measured test accuracy. A cached file whose metadata does not match the
+requested recipe is retrained, never trusted.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from rledit_ray.data import ImageDataset, pools
+from rledit_ray.paths import cache_dir
+from rledit_ray.targets.architectures import ARCHITECTURES
+
+log = logging.getLogger(__name__)
+RECIPE_VERSION = 1
+
+
+@dataclass(frozen=True)
+class Recipe:
+    epochs: int
+    batch_size: int = 128
+    lr: float = 2e-3
+    seed: int = 0
+
+
+RECIPES = {"mnist": Recipe(epochs=5), "digits": Recipe(epochs=30, batch_size=64)}
+
+
+def accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch: int = 4096) -> float:
+    if len(y) == 0:
+        return float("nan")
+    with torch.no_grad():
+        hits = sum(
+            (model(x[i : i + batch]).argmax(1) == y[i : i + batch]).sum().item()
+            for i in range(0, len(y), batch)
+        )
+    return hits / len(y)
+
+
+def full_model_predict(model: nn.Module, batch: int = 4096):
+    """A `predict(name, labeled_set) -> labels` function running the whole network."""
+    device = next(model.parameters()).device
+
+    def predict(name, labeled):
+        with torch.inference_mode():
+            return torch.cat([model(labeled.x[i : i + batch].to(device)).argmax(1).cpu()
+                              for i in range(0, len(labeled), batch)]) if len(labeled) else torch.empty(0, dtype=torch.long)
+    return predict
+
+
+def train_classifier(model: nn.Module, x: torch.Tensor, y: torch.Tensor, recipe: Recipe) -> nn.Module:
+    """Adam with a cosine schedule; deterministic for a given seed on CPU."""
+    gen = torch.Generator().manual_seed(recipe.seed)
+    opt = torch.optim.Adam(model.parameters(), lr=recipe.lr)
+    steps = recipe.epochs * ((len(y) + recipe.batch_size - 1) // recipe.batch_size)
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, steps)
+    model.train()
+    for epoch in range(recipe.epochs):
+        order = torch.randperm(len(y), generator=gen)
+        for i in range(0, len(y), recipe.batch_size):
+            idx = order[i : i + recipe.batch_size]
+            loss = nn.functional.cross_entropy(model(x[idx]), y[idx])
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            sched.step()
+        log.info("target epoch %d/%d loss %.4f", epoch + 1, recipe.epochs, loss.item())
+    model.eval()
+    return model
+
+
+def load_target(ds: ImageDataset, seed: int = 0) -> tuple[nn.Module, dict]:
+    """The project's trained CNN for `ds`, from the cache or trained now (fit pool only)."""
+    recipe = Recipe(**{**asdict(RECIPES[ds.name]), "seed": seed})
+    stem = cache_dir() / "targets" / f"{ds.name}-cnn-seed{seed}-v{RECIPE_VERSION}"
+    expected = {"dataset": ds.name, "recipe": asdict(recipe), "recipe_version": RECIPE_VERSION}
+    model = ARCHITECTURES[ds.name](ds.num_classes)
+    meta_path = stem.with_suffix(".json")
+    if meta_path.exists() and stem.with_suffix(".safetensors").exists():
+        meta = json.loads(meta_path.read_text())
+        if all(meta.get(k) == v for k, v in expected.items()):
+            model.load_state_dict(load_file(str(stem.with_suffix(".safetensors"))))
+            return model.eval(), meta
+    torch.manual_seed(seed)
+    model = ARCHITECTURES[ds.name](ds.num_classes)
+    p = pools(ds)
+    started = time.perf_counter()
+    log.info("training the %s target CNN (seed %d, %d epochs); cached afterwards", ds.name, seed, recipe.epochs)
+    train_classifier(model, p.fit.x, p.fit.y, recipe)
+    meta = {
+        **expected,
+        "data_source": ds.source,
+        "architecture": f"{ds.name}_cnn",
+        "train_images": len(p.fit),
+        "test_accuracy": accuracy(model, p.test.x, p.test.y),
+        "validation_accuracy": accuracy(model, p.validation.x, p.validation.y),
+        "train_seconds": round(time.perf_counter() - started, 1),
+    }
+    save_weights(model, stem.with_suffix(".safetensors"), meta)
+    log.info("target test accuracy %.4f", meta["test_accuracy"])
+    return model, meta
+
+
+def save_weights(model: nn.Module, path: Path, meta: dict) -> None:
+    """Weights (safetensors) and metadata (json), each written atomically."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    save_file(state, str(tmp), metadata={"rledit": json.dumps(meta)})
+    os.replace(tmp, path)
+    atomic_write_text(path.with_suffix(".json"), json.dumps(meta, indent=2))
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    tmp.write_text(text)
+    os.replace(tmp, path)

@@ -1,0 +1,183 @@
+"""`rledit train`: the whole run, top to bottom.
+
+1. build a local world in the driver (validates data, target and layer names before Ray
+   starts; it also measures "before" and a random policy, and evaluates checkpoints);
+2. train PPO on RLlib EnvRunners that each build their own worlds from the same config;
+3. every `eval_every` iterations apply the deterministic policy in the local world, score
+   it on the validation split, and keep the best checkpoint (the mean action's edit jumps
+   between iterations, so the last one is not always the best);
+4. apply the best policy once more and report accuracies on every pool.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import time
+from pathlib import Path
+
+import numpy as np
+
+from rledit_ray.config import RunConfig
+from rledit_ray.errors import UserError
+from rledit_ray.report import write_config, write_curves, write_json, write_report
+from rledit_ray.targets import save_weights
+from rledit_ray.worlds import WORLD_IDS, build_world
+from rledit_ray.worlds.rollout import random_policy, run_episode
+
+log = logging.getLogger(__name__)
+RANDOM_EPISODES = 20
+
+
+def prepare_run_dir(out: str | Path) -> Path:
+    out = Path(out).resolve()
+    if (out / "metrics.json").exists():
+        raise UserError(f"'{out}' already holds a finished run: choose another --out")
+    out.mkdir(parents=True, exist_ok=True)
+    return out
+
+
+def random_policy_metrics(world, task, episodes: int = RANDOM_EPISODES, seed: int = 0) -> dict:
+    """Mean test/validation metrics of the edits a uniform random policy makes."""
+    act = random_policy(world, seed)
+    runs = []
+    for ep in range(episodes):
+        run_episode(world, act, seed=seed + ep)
+        runs.append(task.metrics(world.predict, pools=("validation", "test")))
+    return {k: float(np.mean([r[k] for r in runs])) for k in runs[0]}
+
+
+def ensure_ray(address: str | None = None) -> None:
+    import ray
+
+    if ray.is_initialized():
+        return
+    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    if address or os.environ.get("RAY_ADDRESS"):
+        ray.init(address=address, log_to_driver=False)  # a cluster, e.g. under `ray job submit`
+    else:
+        ray.init(include_dashboard=False, log_to_driver=False,
+                 object_store_memory=300 * 2**20, _node_ip_address="127.0.0.2")
+
+
+def train(cfg: RunConfig, out: str | Path, progress=print, address: str | None = None) -> dict:
+    from rledit_ray.agent import AgentSettings, build_ppo_config, deterministic_action, module_from_algo
+
+    started = time.perf_counter()
+    run_dir = prepare_run_dir(out)
+    config_dict = cfg.model_dump(mode="json")
+    write_config(run_dir / "config.yaml", config_dict)
+
+    world = build_world(cfg)
+    task = world.task
+    run_episode(world, lambda obs: np.zeros(world.action_space.shape, np.float32))
+    before = task.metrics(world.predict)
+    rand = random_policy_metrics(world, task, seed=cfg.seed)
+    progress(f"before: forget {before['forget_acc']:.2%} retain {before['retain_acc']:.2%} (test) | "
+             f"random policy: forget {rand['forget_acc']:.2%} retain {rand['retain_acc']:.2%}")
+
+    ensure_ray(address)
+    settings = AgentSettings(**cfg.agent.model_dump(), seed=cfg.seed)
+    env_config = {**config_dict, "factor_layout": world.factor_layout}
+    algo = build_ppo_config(WORLD_IDS[cfg.world], build_world, env_config, settings).build_algo()
+
+    history, best, env_steps, ckpt = [], None, 0, run_dir / "checkpoint"
+    try:
+        for it in range(1, cfg.training.iterations + 1):
+            t0 = time.perf_counter()
+            result = algo.train()
+            env_steps = _env_steps(result, env_steps)
+            row = {"iteration": it, "env_steps": env_steps,
+                   "episode_return_mean": _return_mean(result),
+                   "env_steps_per_s": _steps_this_iter(result) / max(time.perf_counter() - t0, 1e-9)}
+            if it % cfg.training.eval_every == 0 or it == cfg.training.iterations:
+                module = module_from_algo(algo)
+                run_episode(world, lambda obs: deterministic_action(module, obs))
+                row.update(task.metrics(world.predict, pools=("validation",)))
+                score = task.selection_score(row)
+                if best is None or score > best["score"]:
+                    best = {"score": score, "iteration": it}
+                    _save_checkpoint_atomically(algo, ckpt, config_dict)
+            history.append(row)
+            progress(_progress_line(row, cfg.training.iterations))
+            if _met_stop(row, cfg):
+                progress(f"validation target met at iteration {it}: stopping early")
+                break
+    finally:
+        algo.stop()
+
+    from rledit_ray.agent import load_module
+
+    best_module = load_module(str(ckpt))
+    final = run_episode(world, lambda obs: deterministic_action(best_module, obs))
+    after = task.metrics(world.predict)
+    save_weights(world.model, run_dir / "edited_weights.safetensors",
+                 {"task": cfg.task, "dataset": cfg.dataset, "world": cfg.world, "seed": cfg.seed,
+                  "edit": cfg.edit, "target": world.target_metadata})
+    metrics = {
+        "task": cfg.task, "world": cfg.world, "seed": cfg.seed, "dataset": cfg.dataset,
+        "forget_classes": cfg.forget_classes, "edit": cfg.edit, "rank": cfg.rank,
+        "episode_length": cfg.episode_length, "step_size": cfg.effective_step_size,
+        "before": before, "after": after, "random_policy": rand,
+        "final_reward_terms": {k: v for k, v in final.items()},
+        "env_steps": env_steps, "iterations": len(history), "best_iteration": best["iteration"],
+        "wall_time_s": time.perf_counter() - started,
+        "target": world.target_metadata, "history": history,
+    }
+    write_curves(run_dir / "curves.png", history)
+    write_report(run_dir / "report.md", metrics, config_dict)
+    write_json(run_dir / "metrics.json", metrics)  # last: its presence marks a finished run
+    progress(f"after: forget {after['forget_acc']:.2%} retain {after['retain_acc']:.2%} (test) | "
+             f"{env_steps} env steps, {metrics['wall_time_s']:.0f} s | run dir: {run_dir}")
+    return metrics
+
+
+def _save_checkpoint_atomically(algo, path: Path, config_dict: dict) -> None:
+    """Write to a temporary folder, then swap it in: a kill never leaves a half checkpoint.
+    The run config travels inside, so a checkpoint alone is enough for `rledit edit`."""
+    from rledit_ray.editing import CONFIG_NAME
+
+    tmp = path.with_name(path.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    algo.save_to_path(str(tmp))
+    write_config(tmp / CONFIG_NAME, config_dict)
+    old = path.with_name(path.name + ".old")
+    if path.exists():
+        path.rename(old)
+    tmp.rename(path)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def _met_stop(row: dict, cfg: RunConfig) -> bool:
+    t = cfg.training
+    if t.stop_forget_acc is None or t.stop_retain_acc is None or "forget_val_acc" not in row:
+        return False
+    return row["forget_val_acc"] <= t.stop_forget_acc and row["retain_val_acc"] >= t.stop_retain_acc
+
+
+def _progress_line(row: dict, total: int) -> str:
+    line = (f"iter {row['iteration']:3d}/{total} | env steps {row['env_steps']:7d} | "
+            f"{row['env_steps_per_s']:6.0f} steps/s | return {row['episode_return_mean']:+.3f}")
+    if "forget_val_acc" in row:
+        line += f" | val forget {row['forget_val_acc']:.2%} retain {row['retain_val_acc']:.2%}"
+    return line
+
+
+def _env_steps(result: dict, previous: int) -> int:
+    from ray.rllib.utils.metrics import ENV_RUNNER_RESULTS, NUM_ENV_STEPS_SAMPLED_LIFETIME
+
+    return int(result.get(ENV_RUNNER_RESULTS, {}).get(NUM_ENV_STEPS_SAMPLED_LIFETIME,
+               result.get(NUM_ENV_STEPS_SAMPLED_LIFETIME, previous)))
+
+
+def _steps_this_iter(result: dict) -> float:
+    from ray.rllib.utils.metrics import ENV_RUNNER_RESULTS, NUM_ENV_STEPS_SAMPLED
+
+    return float(result.get(ENV_RUNNER_RESULTS, {}).get(NUM_ENV_STEPS_SAMPLED, 0.0))
+
+
+def _return_mean(result: dict) -> float:
+    from ray.rllib.utils.metrics import ENV_RUNNER_RESULTS, EPISODE_RETURN_MEAN
+
+    value = result.get(ENV_RUNNER_RESULTS, {}).get(EPISODE_RETURN_MEAN, float("nan"))
+    return float(value)

@@ -1,0 +1,225 @@
+"""The machinery MaskWorld and ShiftWorld share: a gymnasium env over a target network.
+
+An episode edits a private copy of the target for `episode_length` steps. Each step:
+1. decode the flat action into low-rank factors per edited layer, D = U V^T / r, with U in
+   [-1, 1] and V in [0, 1] (V >= 0 breaks the U/V sign symmetry, a saddle where the policy
+   gradient vanishes; DESIGN.md section 7);
+2. let the subclass update its state from D and write the edited matrix in place;
+3. run only the network suffix after the first edited layer on the cached activations of
+   the reward samples (the frozen prefix ran once), and score the logits with the task.
+
+Observation: the current edited weights divided by their original scale (exact while they
+fit `obs_budget` values, else a fixed random sketch), the reward terms, and t / T.
+"""
+from __future__ import annotations
+
+import logging
+import math
+from dataclasses import dataclass
+
+import gymnasium as gym
+import numpy as np
+import torch
+from torch import nn
+
+from rledit_ray.errors import UserError
+from rledit_ray.worlds.layers import EditLayer, resolve_edit_layers, split_point
+
+log = logging.getLogger(__name__)
+REWARD_MODES = ("improvement", "level")
+OBSERVED_TERMS = ("utility", "objective", "forget_acc_reward", "retain_acc_reward")
+
+
+@dataclass
+class WorldSettings:
+    rank: int = 1
+    step_size: float = 0.5
+    mask_bounds: tuple[float, float] = (0.0, 1.5)
+    episode_length: int = 5
+    utility_coef: float = 4.0
+    objective_coef: float = 1.0
+    # "improvement": reward = score_t - score_{t-1} (the return telescopes to the final
+    # edit's score gain); "level": reward = score_t - score_0 at every step.
+    reward_mode: str = "improvement"
+    obs_budget: int = 4096
+    seed: int = 0
+    device: str = "auto"
+
+    def check(self) -> None:
+        if self.rank < 1:
+            raise UserError(f"rank must be >= 1 (got {self.rank})")
+        if self.episode_length < 1:
+            raise UserError(f"episode_length must be >= 1 (got {self.episode_length})")
+        if self.step_size <= 0:
+            raise UserError(f"step_size must be > 0 (got {self.step_size})")
+        lo, hi = self.mask_bounds
+        if not lo <= 1.0 <= hi:
+            raise UserError(f"mask_bounds must contain 1 (the unedited mask), got [{lo}, {hi}]")
+        if self.reward_mode not in REWARD_MODES:
+            raise UserError(f"unknown reward mode '{self.reward_mode}': choose {' or '.join(REWARD_MODES)}")
+        if self.obs_budget < 1:
+            raise UserError(f"obs_budget must be >= 1 (got {self.obs_budget})")
+
+
+def resolve_device(device: str) -> torch.device:
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise UserError(f"device '{device}' requested but no CUDA GPU is visible: use device: auto or cpu")
+    return torch.device(device)
+
+
+class EditWorld(gym.Env):
+    """Base class; subclasses define the edit state (`_reset_state`, `_edit`)."""
+
+    metadata = {"render_modes": []}
+
+    def __init__(self, model: nn.Module, edit: list[str], task, settings: WorldSettings | None = None,
+                 prefix_cache: dict | None = None):
+        self.settings = settings or WorldSettings()
+        self.settings.check()
+        self.device = resolve_device(self.settings.device)
+        self.task = task.to(self.device)
+        self.model = model.to(self.device).eval().requires_grad_(False)
+        self.layers: list[EditLayer] = resolve_edit_layers(self.model, edit)
+        self.original = [layer.read().clone() for layer in self.layers]
+        # One step size fits every layer because edits are measured in units of W0's spread.
+        self.scales = [float(w.std().clamp_min(1e-8)) if w.numel() > 1 else float(w.abs().clamp_min(1e-8))
+                       for w in self.original]
+
+        k = split_point(self.model, self.layers)
+        self.prefix = self.model[:k] if k else nn.Identity()
+        self.suffix = self.model[k:] if k is not None else self.model
+        # Sub-envs of one runner pass the same dict: the prefix runs once per process.
+        self._prefix_cache = prefix_cache if prefix_cache is not None else {}
+        self.reward_h = self._prefix_activations("reward", self.task.reward_x)
+        with torch.inference_mode():
+            self.reference_logits = self.suffix(self.reward_h)
+        self.initial_terms = self.task.reward_terms(self.reference_logits, self.reference_logits)
+
+        r = self.settings.rank
+        self.factor_layout = [
+            {"name": layer.module_name, "m": layer.rows, "n": layer.cols, "rank": r} for layer in self.layers
+        ]
+        n_act = sum(r * (layer.rows + layer.cols) for layer in self.layers)
+        self.action_space = gym.spaces.Box(-1.0, 1.0, (n_act,), np.float32)
+        self._sketches = self._make_sketches()
+        n_obs = sum(self._observed_size(i) for i in range(len(self.layers))) + len(OBSERVED_TERMS) + 1
+        self.observation_space = gym.spaces.Box(-np.inf, np.inf, (n_obs,), np.float32)
+        self.t = 0
+        self._reset_state()
+
+    # ------------------------------------------------------------------ subclass hooks
+    def _reset_state(self) -> None:
+        raise NotImplementedError
+
+    def _edit(self, i: int, delta: torch.Tensor) -> torch.Tensor:
+        """Update layer i's state from the decoded low-rank delta; return its new matrix."""
+        raise NotImplementedError
+
+    # ------------------------------------------------------------------ gymnasium API
+    def reset(self, *, seed=None, options=None):
+        super().reset(seed=seed)
+        self.t = 0
+        self._reset_state()
+        for layer, w0 in zip(self.layers, self.original):
+            layer.write(w0)
+        self.terms = dict(self.initial_terms)
+        self._score = self._weighted(self.terms)
+        return self._observe(), dict(self.terms)
+
+    def step(self, action):
+        action = torch.as_tensor(np.clip(action, -1.0, 1.0), dtype=torch.float32, device=self.device)
+        with torch.inference_mode():
+            for i, (layer, delta) in enumerate(zip(self.layers, self.decode(action))):
+                layer.write(self._edit(i, delta))
+            logits = self.suffix(self.reward_h)
+        self.terms = self.task.reward_terms(logits, self.reference_logits)
+        score = self._weighted(self.terms)
+        if self.settings.reward_mode == "improvement":
+            reward = score - self._score
+        else:
+            reward = score - self._weighted(self.initial_terms)
+        self._score = score
+        self.t += 1
+        # The edit is finished after T steps: a true terminal state (t/T is observed), so
+        # PPO must not bootstrap past it.
+        terminated = self.t >= self.settings.episode_length
+        return self._observe(), float(reward), terminated, False, dict(self.terms)
+
+    # ------------------------------------------------------------------ helpers
+    def decode(self, action: torch.Tensor) -> list[torch.Tensor]:
+        """Flat action -> one (rows, cols) delta per layer, D = U V^T / r."""
+        r, deltas, start = self.settings.rank, [], 0
+        for layer in self.layers:
+            m, n = layer.rows, layer.cols
+            u = action[start : start + m * r].reshape(m, r)
+            v = (action[start + m * r : start + (m + n) * r].reshape(n, r) + 1.0) / 2.0
+            start += (m + n) * r
+            deltas.append(u @ v.T / r)
+        return deltas
+
+    def _weighted(self, terms: dict) -> float:
+        s = self.settings
+        return s.utility_coef * terms["utility"] + s.objective_coef * terms["objective"]
+
+    def _budget_per_layer(self) -> int:
+        return max(1, self.settings.obs_budget // len(self.layers))
+
+    def _observed_size(self, i: int) -> int:
+        sketch = self._sketches[i]
+        if sketch is None:
+            return self.layers[i].rows * self.layers[i].cols
+        left, right = sketch
+        return left.shape[0] * right.shape[1]
+
+    def _make_sketches(self):
+        """Fixed Gaussian projections (rows x cols -> a x b, a*b <= budget) for layers too
+        big to observe exactly; seeded so every env of a run sees the same sketch."""
+        gen = torch.Generator().manual_seed(self.settings.seed + 7919)
+        budget, sketches = self._budget_per_layer(), []
+        for layer in self.layers:
+            m, n = layer.rows, layer.cols
+            if m * n <= budget:
+                sketches.append(None)
+                continue
+            a = min(m, max(1, math.isqrt(budget)))
+            b = max(1, budget // a)
+            left = torch.eye(m) if a == m else torch.randn(a, m, generator=gen) / math.sqrt(m)
+            right = torch.randn(n, b, generator=gen) / math.sqrt(n)
+            sketches.append((left.to(self.device), right.to(self.device)))
+        return sketches
+
+    def _observe(self) -> np.ndarray:
+        parts = []
+        with torch.inference_mode():
+            for layer, scale, sketch in zip(self.layers, self.scales, self._sketches):
+                w = layer.read() / scale
+                if sketch is not None:
+                    left, right = sketch
+                    w = left @ (w @ right)
+                parts.append(w.reshape(-1))
+            extra = [self.terms[k] for k in OBSERVED_TERMS] + [self.t / self.settings.episode_length]
+            parts.append(torch.tensor(extra, dtype=torch.float32, device=self.device))
+            return torch.cat(parts).float().cpu().numpy()
+
+    def _prefix_activations(self, key: str, x: torch.Tensor) -> torch.Tensor:
+        if key not in self._prefix_cache:
+            with torch.inference_mode():
+                self._prefix_cache[key] = torch.cat(
+                    [self.prefix(x[i : i + 4096].to(self.device)) for i in range(0, len(x), 4096)]
+                ) if len(x) else self.prefix(x.to(self.device))
+        return self._prefix_cache[key]
+
+    # ------------------------------------------------------------------ evaluation
+    def predict(self, name: str, labeled) -> torch.Tensor:
+        """Predicted labels of the current edited network on a named evaluation set,
+        reusing cached prefix activations (identical to a full forward pass)."""
+        h = self._prefix_activations(f"eval:{name}", labeled.x)
+        with torch.inference_mode():
+            return torch.cat([self.suffix(h[i : i + 4096]).argmax(1) for i in range(0, len(h), 4096)]) \
+                if len(h) else torch.empty(0, dtype=torch.long)
+
+    def edited_state_dict(self) -> dict[str, torch.Tensor]:
+        """The whole edited network's weights (CPU tensors), ready for safetensors."""
+        return {k: v.detach().cpu().contiguous().clone() for k, v in self.model.state_dict().items()}

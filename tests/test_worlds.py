@@ -1,0 +1,195 @@
+"""Worlds without Ray: gymnasium contract, edit semantics, reward arithmetic, caching."""
+from collections import OrderedDict
+
+import gymnasium as gym
+import numpy as np
+import pytest
+import torch
+from gymnasium.utils.env_checker import check_env
+from torch import nn
+
+import rledit_ray  # noqa: F401  (registers the env ids)
+from rledit_ray.data import load_dataset, unlearning_splits
+from rledit_ray.errors import UserError
+from rledit_ray.targets import full_model_predict, load_target
+from rledit_ray.tasks import UnlearningTask
+from rledit_ray.worlds import MaskWorld, ShiftWorld, WorldSettings, build_world
+from rledit_ray.worlds.rollout import random_policy, run_episode
+
+WORLDS = {"mask": MaskWorld, "shift": ShiftWorld}
+
+
+@pytest.fixture(scope="module")
+def digits():
+    ds = load_dataset("digits")
+    model, _ = load_target(ds)
+    task = UnlearningTask(unlearning_splits(ds, [3]), samples_per_set=64, seed=0)
+    return model, task
+
+
+def make(world, digits, edit=("fc2.weight", "fc2.bias"), **settings):
+    model, task = digits
+    import copy
+
+    return WORLDS[world](copy.deepcopy(model), list(edit), task, WorldSettings(**settings))
+
+
+@pytest.mark.parametrize("world", ["mask", "shift"])
+def test_passes_gymnasium_env_checker(world, digits):
+    check_env(make(world, digits), skip_render_check=True)
+
+
+@pytest.mark.parametrize("world_id", ["rledit/MaskWorld-v0", "rledit/ShiftWorld-v0"])
+def test_registered_ids_make_worlds_from_config(world_id):
+    env = gym.make(world_id, dataset="digits", forget_classes=[3], samples={"per_set": 32})
+    obs, _ = env.reset(seed=0)
+    assert env.observation_space.contains(obs)
+
+
+@pytest.mark.parametrize("world", ["mask", "shift"])
+def test_zero_action_leaves_network_unchanged(world, digits):
+    env = make(world, digits)
+    env.reset(seed=0)
+    before = {k: v.clone() for k, v in env.model.state_dict().items()}
+    for _ in range(3):
+        _, reward, *_ = env.step(np.zeros(env.action_space.shape, np.float32))
+        assert reward == 0.0
+    assert all(torch.equal(before[k], v) for k, v in env.model.state_dict().items())
+
+
+@pytest.mark.parametrize("rank", [1, 3])
+def test_action_decodes_to_low_rank_deltas(rank, digits):
+    env = make("shift", digits, edit=("fc1.weight", "fc2.weight", "fc2.bias"), rank=rank)
+    # fc1: 64 x 256, fc2 with bias: 10 x 65
+    assert env.action_space.shape == (rank * (64 + 256) + rank * (10 + 65),)
+    action = torch.as_tensor(env.action_space.sample())
+    deltas = env.decode(action)
+    assert [tuple(d.shape) for d in deltas] == [(64, 256), (10, 65)]
+    assert all(torch.linalg.matrix_rank(d) <= rank for d in deltas)
+    # V lives in [0, 1]: a positive U row gives a non-negative delta row
+    ones = torch.ones(env.action_space.shape)
+    assert all((d >= 0).all() for d in env.decode(ones))
+
+
+def test_mask_stays_in_bounds_and_weights_follow_it(digits):
+    env = make("mask", digits, mask_bounds=(0.2, 1.3), step_size=0.9, episode_length=20)
+    env.reset(seed=0)
+    rng = np.random.default_rng(0)
+    for _ in range(20):
+        env.step(rng.uniform(-1, 1, env.action_space.shape).astype(np.float32))
+    mask = env.masks[0]
+    assert mask.min() >= 0.2 - 1e-6 and mask.max() <= 1.3 + 1e-6
+    assert mask.min() < 0.5 and mask.max() > 1.1  # the bounds were actually reached
+    assert torch.allclose(env.layers[0].read(), env.original[0] * mask)
+
+
+def test_shift_adds_scaled_delta(digits):
+    env = make("shift", digits, step_size=0.25)
+    env.reset(seed=0)
+    action = np.random.default_rng(1).uniform(-1, 1, env.action_space.shape).astype(np.float32)
+    env.step(action)
+    expected = env.original[0] + 0.25 * env.scales[0] * env.decode(torch.as_tensor(action))[0]
+    assert torch.allclose(env.layers[0].read(), expected, atol=1e-6)
+
+
+@pytest.mark.parametrize("mode", ["improvement", "level"])
+def test_reward_arithmetic(mode, digits):
+    env = make("mask", digits, reward_mode=mode, utility_coef=3.0, objective_coef=2.0, episode_length=4)
+    _, info0 = env.reset(seed=0)
+    score0 = 3.0 * info0["utility"] + 2.0 * info0["objective"]
+    rng = np.random.default_rng(2)
+    rewards, scores, done = [], [], False
+    while not done:
+        _, r, done, truncated, info = env.step(rng.uniform(-1, 1, env.action_space.shape).astype(np.float32))
+        rewards.append(r)
+        scores.append(3.0 * info["utility"] + 2.0 * info["objective"])
+    assert len(rewards) == 4 and not truncated
+    if mode == "improvement":
+        assert sum(rewards) == pytest.approx(scores[-1] - score0, abs=1e-5)
+    else:
+        assert rewards == pytest.approx([s - score0 for s in scores], abs=1e-5)
+
+
+def test_unlearning_terms_on_hand_made_logits(digits):
+    _, task = digits
+    n_f = task.n_forget
+    y = task.reward_y
+    ref = torch.zeros(len(y), 10)
+    ref[torch.arange(len(y)), y] = 4.0  # every margin is +4, p(true) = e^4 / (e^4 + 9)
+    edited = ref.clone()
+    edited[:n_f] = 0.0
+    edited[torch.arange(n_f), (y[:n_f] + 1) % 10] = 2.0  # forget margins now -2 = the target
+    terms = task.reward_terms(edited, ref)
+    assert terms["objective"] == pytest.approx(1.0)
+    assert terms["forget_acc_reward"] == 0.0 and terms["retain_acc_reward"] == 1.0
+    assert terms["utility"] == pytest.approx(np.exp(4) / (np.exp(4) + 9), rel=1e-5)
+    half = ref.clone()
+    half[:n_f] = 0.0
+    half[torch.arange(n_f), y[:n_f]] = 1.0  # margin 4 -> 1: half way to -2
+    assert task.reward_terms(half, ref)["objective"] == pytest.approx(0.5)
+
+
+@pytest.mark.parametrize("edit", [("fc2.weight",), ("fc1",), ("conv1.weight",)])
+def test_cached_suffix_equals_full_forward_pass(edit, digits):
+    env = make("shift", digits, edit=edit)
+    run_episode(env, random_policy(env, seed=3))
+    full = full_model_predict(env.model)
+    sets = env.task.evaluation_sets(("validation", "test"))
+    for name, labeled in sets.items():
+        assert torch.equal(env.predict(name, labeled).cpu(), full(name, labeled))
+    with torch.no_grad():
+        cached = env.suffix(env.reward_h)
+        direct = env.model(env.task.reward_x)
+    assert torch.allclose(cached, direct, atol=1e-5)
+
+
+def test_big_layer_is_observed_through_a_fixed_size_sketch(digits):
+    env = make("mask", digits, edit=("fc1.weight",), obs_budget=512)  # 64 x 256 > 512
+    obs, _ = env.reset(seed=0)
+    assert obs.shape == env.observation_space.shape
+    assert env.observation_space.shape[0] <= 512 + 5
+    check_env(env, skip_render_check=True)
+
+
+def test_any_module_can_be_a_target(digits):
+    class TwoPath(nn.Module):  # not a Sequential: evaluated in full every step
+        def __init__(self):
+            super().__init__()
+            self.body = nn.Sequential(OrderedDict(flat=nn.Flatten(), hidden=nn.Linear(64, 32)))
+            self.head = nn.Linear(32, 10)
+
+        def forward(self, x):
+            return self.head(torch.relu(self.body(x)))
+
+    _, task = digits
+    env = ShiftWorld(TwoPath(), ["head.weight", "body.hidden.bias"], task, WorldSettings())
+    assert [layer.module_name for layer in env.layers] == ["body.hidden", "head"]
+    check_env(env, skip_render_check=True)
+
+
+@pytest.mark.parametrize("edit, message", [
+    (["fc9.weight"], "unknown layer or parameter 'fc9.weight'"),
+    (["relu1"], "unknown layer or parameter 'relu1'"),
+    ([], "no parameters to edit"),
+])
+def test_bad_layer_names_are_refused(edit, message, digits):
+    with pytest.raises(UserError, match=message):
+        make("mask", digits, edit=edit)
+
+
+@pytest.mark.parametrize("settings, message", [
+    ({"rank": 0}, "rank must be >= 1"),
+    ({"episode_length": 0}, "episode_length must be >= 1"),
+    ({"mask_bounds": (0.5, 0.9)}, "mask_bounds must contain 1"),
+    ({"reward_mode": "sparse"}, "unknown reward mode"),
+])
+def test_bad_world_settings_are_refused(settings, message, digits):
+    with pytest.raises(UserError, match=message):
+        make("mask", digits, **settings)
+
+
+def test_sub_envs_share_one_prefix_cache():
+    a = build_world({"dataset": "digits", "edit": ["fc1.weight"]})
+    b = build_world({"dataset": "digits", "edit": ["fc1.weight"]})
+    assert a.reward_h is b.reward_h  # one copy of the frozen prefix's activations
+    assert a.model is not b.model  # but each env edits its own weights
