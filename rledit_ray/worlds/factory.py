@@ -9,6 +9,8 @@ from __future__ import annotations
 import copy
 import json
 
+import torch
+
 from rledit_ray.config import RunConfig, build_config
 from rledit_ray.data import load_dataset, unlearning_splits
 from rledit_ray.targets import load_target
@@ -59,6 +61,7 @@ def build_world(config: RunConfig | dict) -> EditWorld:
         config = build_config({k: v for k, v in dict(config).items() if k not in AGENT_ONLY_KEYS},
                               where="env_config")
     cfg = config
+    torch.set_num_threads(cfg.torch_threads)
     shared = _shared(cfg.check())
     world = WORLD_CLASSES[cfg.world](
         copy.deepcopy(shared["model"]), cfg.edit, shared["task"], world_settings(cfg),

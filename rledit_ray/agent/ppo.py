@@ -1,0 +1,158 @@
+"""PPO configuration for editing worlds (RLlib new API stack, ray 2.60).
+
+`build_ppo_config` turns a small `AgentSettings` dataclass plus a gymnasium env creator
+into a ready `PPOConfig` that uses `FactorizedPPOModule`. Typical use:
+
+    config = build_ppo_config("shift-world", make_env, env_config, AgentSettings())
+    algo = config.build_algo()
+    for _ in range(n):
+        result = algo.train()
+        result["env_runners"]["episode_return_mean"]
+
+Defaults follow DESIGN.md section 7: gamma 1 (episodes are ~5 steps, every step's
+reward counts), no KL loss, lr 1e-3, clip 0.3.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from typing import Any, Callable, Dict, List
+
+import ray
+import torch
+from ray.rllib.algorithms.ppo import PPOConfig
+from ray.rllib.core.rl_module.rl_module import RLModuleSpec
+from ray.tune.registry import register_env
+
+from rledit_ray.agent.module import DEFAULT_INITIAL_LOG_STD, FactorizedPPOModule
+
+logger = logging.getLogger(__name__)
+
+
+@dataclasses.dataclass
+class AgentSettings:
+    """Knobs of the PPO agent; everything else keeps RLlib's defaults."""
+
+    num_env_runners: int = 0
+    num_envs_per_env_runner: int = 1
+    num_gpus_per_env_runner: float = 0.0
+    num_learners: int = 0
+    num_gpus_per_learner: float = 0.0
+    lr: float = 1e-3
+    gamma: float = 1.0
+    lambda_: float = 0.95
+    clip_param: float = 0.3
+    entropy_coeff: float = 0.0
+    use_kl_loss: bool = False
+    train_batch_size: int = 1000  # env steps per training iteration, all learners
+    minibatch_size: int = 250
+    num_epochs: int = 10
+    hidden: List[int] = dataclasses.field(default_factory=lambda: [64, 64])
+    initial_log_std: float = DEFAULT_INITIAL_LOG_STD
+    seed: int = 0
+    restart_failed_env_runners: bool = True
+
+
+def gpus_available() -> bool:
+    """True if this process sees CUDA, or the connected Ray cluster has GPUs.
+
+    The cluster check matters for a CPU-only head node with GPU workers (e.g. KubeRay).
+    An autoscaler that starts GPU nodes only on demand is not detected: run such
+    drivers with the GPUs already up, or on a GPU node.
+    """
+    if torch.cuda.is_available():
+        return True
+    return ray.is_initialized() and ray.cluster_resources().get("GPU", 0) > 0
+
+
+def cpu_fallback(settings: AgentSettings) -> AgentSettings:
+    """Return settings with GPU requests zeroed when no GPU is available.
+
+    Ray waits forever for a GPU resource that no node has, without an error, so a
+    config asking for one on a CPU-only box would hang in `build_algo()`.
+    """
+    wants_gpu = max(settings.num_gpus_per_env_runner, settings.num_gpus_per_learner) > 0
+    if not wants_gpu or gpus_available():
+        return settings
+    logger.warning(
+        "GPUs requested (env runner %s, learner %s) but no GPU is available: "
+        "running on CPU instead.",
+        settings.num_gpus_per_env_runner,
+        settings.num_gpus_per_learner,
+    )
+    return dataclasses.replace(
+        settings, num_gpus_per_env_runner=0.0, num_gpus_per_learner=0.0
+    )
+
+
+def build_ppo_config(
+    env_id: str,
+    env_creator: Callable[[Dict[str, Any]], Any],
+    env_config: Dict[str, Any],
+    settings: AgentSettings,
+) -> PPOConfig:
+    """Register `env_creator` under `env_id` and build the PPO config for it.
+
+    `env_config["factor_layout"]` (list of {"name", "m", "n", "rank"}) is passed to the
+    module so its heads match the env's action packing.
+    """
+    if "factor_layout" not in env_config:
+        raise ValueError("env_config needs 'factor_layout' to shape the policy heads.")
+    s = cpu_fallback(settings)
+    num_learners = max(1, s.num_learners)
+    if s.train_batch_size % num_learners:
+        raise ValueError(
+            f"train_batch_size {s.train_batch_size} is not divisible by "
+            f"num_learners {s.num_learners}."
+        )
+    batch_per_learner = s.train_batch_size // num_learners
+    if s.minibatch_size > batch_per_learner:
+        raise ValueError(
+            f"minibatch_size {s.minibatch_size} exceeds the per-learner batch "
+            f"{batch_per_learner}."
+        )
+
+    register_env(env_id, env_creator)
+    model_config = {
+        "factor_layout": [dict(layer) for layer in env_config["factor_layout"]],
+        "hidden": list(s.hidden),
+        "initial_log_std": s.initial_log_std,
+    }
+    return (
+        PPOConfig()
+        .environment(env_id, env_config=env_config)
+        .env_runners(
+            num_env_runners=s.num_env_runners,
+            num_envs_per_env_runner=s.num_envs_per_env_runner,
+            num_gpus_per_env_runner=s.num_gpus_per_env_runner,
+            # "auto" = train batch / (runners * envs per runner): each iteration
+            # samples exactly train_batch_size steps, whatever the runner count.
+            rollout_fragment_length="auto",
+        )
+        .learners(
+            num_learners=s.num_learners,
+            num_gpus_per_learner=s.num_gpus_per_learner,
+        )
+        .training(
+            lr=s.lr,
+            gamma=s.gamma,
+            lambda_=s.lambda_,
+            clip_param=s.clip_param,
+            entropy_coeff=s.entropy_coeff,
+            use_kl_loss=s.use_kl_loss,
+            train_batch_size_per_learner=batch_per_learner,
+            minibatch_size=s.minibatch_size,
+            num_epochs=s.num_epochs,
+        )
+        .rl_module(
+            rl_module_spec=RLModuleSpec(
+                module_class=FactorizedPPOModule, model_config=model_config
+            )
+        )
+        .debugging(seed=s.seed)
+        # Restart lost EnvRunner actors (preempted node, OOM). Sub-env restarts stay
+        # off: RLlib would recreate an env whose step() always raises forever,
+        # turning a bug in a world into a silent endless loop.
+        .fault_tolerance(restart_failed_env_runners=s.restart_failed_env_runners)
+    )
