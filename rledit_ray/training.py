@@ -38,13 +38,13 @@ def prepare_run_dir(out: str | Path) -> Path:
 
 
 def random_policy_metrics(world, task, episodes: int = RANDOM_EPISODES, seed: int = 0) -> dict:
-    """Mean test/validation metrics of the edits a uniform random policy makes."""
+    """Mean test/validation metrics of the edits a uniform random policy makes (scalars only)."""
     act = random_policy(world, seed)
     runs = []
     for ep in range(episodes):
         run_episode(world, act, seed=seed + ep)
-        runs.append(task.metrics(world.predict, pools=("validation", "test")))
-    return {k: float(np.mean([r[k] for r in runs])) for k in runs[0]}
+        runs.append(world.task_metrics(pools=("validation", "test")))
+    return {k: float(np.mean([r[k] for r in runs])) for k, v in runs[0].items() if isinstance(v, (int, float))}
 
 
 def ensure_ray(address: str | None = None) -> None:
@@ -71,10 +71,11 @@ def train(cfg: RunConfig, out: str | Path, progress=print, address: str | None =
     world = build_world(cfg)
     task = world.task
     run_episode(world, lambda obs: np.zeros(world.action_space.shape, np.float32))
-    before = task.metrics(world.predict)
+    before = world.task_metrics()
+    # Tasks with paired bootstrap intervals (bias) compare the same test rows before/after.
+    before_scores = task.pool_scores(world.scores, "test") if hasattr(task, "paired_intervals") else None
     rand = random_policy_metrics(world, task, seed=cfg.seed)
-    progress(f"before: forget {before['forget_acc']:.2%} retain {before['retain_acc']:.2%} (test) | "
-             f"random policy: forget {rand['forget_acc']:.2%} retain {rand['retain_acc']:.2%}")
+    progress(f"before: {task.summary(before)} | random policy: {task.summary(rand)}")
 
     ensure_ray(address)
     settings = AgentSettings(**cfg.agent.model_dump(), seed=cfg.seed)
@@ -93,14 +94,14 @@ def train(cfg: RunConfig, out: str | Path, progress=print, address: str | None =
             if it % cfg.training.eval_every == 0 or it == cfg.training.iterations:
                 module = module_from_algo(algo)
                 run_episode(world, lambda obs: deterministic_action(module, obs))
-                row.update(task.metrics(world.predict, pools=("validation",)))
+                row.update(world.task_metrics(pools=("validation",)))
                 score = task.selection_score(row)
                 if best is None or score > best["score"]:
                     best = {"score": score, "iteration": it}
                     _save_checkpoint_atomically(algo, ckpt, config_dict)
             history.append(row)
-            progress(_progress_line(row, cfg.training.iterations))
-            if _met_stop(row, cfg):
+            progress(_progress_line(row, cfg.training.iterations, task))
+            if task.met_stop(row, cfg.training):
                 progress(f"validation target met at iteration {it}: stopping early")
                 break
     finally:
@@ -110,13 +111,14 @@ def train(cfg: RunConfig, out: str | Path, progress=print, address: str | None =
 
     best_module = load_module(str(ckpt))
     final = run_episode(world, lambda obs: deterministic_action(best_module, obs))
-    after = task.metrics(world.predict)
+    after = world.task_metrics()
     save_weights(world.model, run_dir / "edited_weights.safetensors",
                  {"task": cfg.task, "dataset": cfg.dataset, "world": cfg.world, "seed": cfg.seed,
                   "edit": cfg.edit, "target": world.target_metadata})
     metrics = {
         "task": cfg.task, "world": cfg.world, "seed": cfg.seed, "dataset": cfg.dataset,
-        "forget_classes": cfg.forget_classes, "edit": cfg.edit, "rank": cfg.rank,
+        **({"forget_classes": cfg.forget_classes} if cfg.task == "unlearning" else {}),
+        "edit": cfg.edit, "rank": cfg.rank,
         "episode_length": cfg.episode_length, "step_size": cfg.effective_step_size,
         "before": before, "after": after, "random_policy": rand,
         "final_reward_terms": {k: v for k, v in final.items()},
@@ -124,10 +126,12 @@ def train(cfg: RunConfig, out: str | Path, progress=print, address: str | None =
         "wall_time_s": time.perf_counter() - started,
         "target": world.target_metadata, "history": history,
     }
-    write_curves(run_dir / "curves.png", history)
-    write_report(run_dir / "report.md", metrics, config_dict)
+    if before_scores is not None:
+        metrics["intervals"] = task.paired_intervals(before_scores, task.pool_scores(world.scores, "test"))
+    write_curves(run_dir / "curves.png", history, task.curve_keys)
+    write_report(run_dir / "report.md", metrics, config_dict, task)
     write_json(run_dir / "metrics.json", metrics)  # last: its presence marks a finished run
-    progress(f"after: forget {after['forget_acc']:.2%} retain {after['retain_acc']:.2%} (test) | "
+    progress(f"after: {task.summary(after)} | "
              f"{env_steps} env steps, {metrics['wall_time_s']:.0f} s | run dir: {run_dir}")
     return metrics
 
@@ -148,19 +152,10 @@ def _save_checkpoint_atomically(algo, path: Path, config_dict: dict) -> None:
     shutil.rmtree(old, ignore_errors=True)
 
 
-def _met_stop(row: dict, cfg: RunConfig) -> bool:
-    t = cfg.training
-    if t.stop_forget_acc is None or t.stop_retain_acc is None or "forget_val_acc" not in row:
-        return False
-    return row["forget_val_acc"] <= t.stop_forget_acc and row["retain_val_acc"] >= t.stop_retain_acc
-
-
-def _progress_line(row: dict, total: int) -> str:
+def _progress_line(row: dict, total: int, task) -> str:
     line = (f"iter {row['iteration']:3d}/{total} | env steps {row['env_steps']:7d} | "
             f"{row['env_steps_per_s']:6.0f} steps/s | return {row['episode_return_mean']:+.3f}")
-    if "forget_val_acc" in row:
-        line += f" | val forget {row['forget_val_acc']:.2%} retain {row['retain_val_acc']:.2%}"
-    return line
+    return line + task.progress(row)
 
 
 def _env_steps(result: dict, previous: int) -> int:

@@ -26,6 +26,7 @@ from ray.rllib.core.rl_module.rl_module import RLModuleSpec
 from ray.tune.registry import register_env
 
 from rledit_ray.agent.module import DEFAULT_INITIAL_LOG_STD, FactorizedPPOModule
+from rledit_ray.errors import UserError
 
 logger = logging.getLogger(__name__)
 
@@ -102,13 +103,13 @@ def build_ppo_config(
     s = cpu_fallback(settings)
     num_learners = max(1, s.num_learners)
     if s.train_batch_size % num_learners:
-        raise ValueError(
+        raise UserError(
             f"train_batch_size {s.train_batch_size} is not divisible by "
             f"num_learners {s.num_learners}."
         )
     batch_per_learner = s.train_batch_size // num_learners
     if s.minibatch_size > batch_per_learner:
-        raise ValueError(
+        raise UserError(
             f"minibatch_size {s.minibatch_size} exceeds the per-learner batch "
             f"{batch_per_learner}."
         )

@@ -58,6 +58,19 @@ def full_model_predict(model: nn.Module, batch: int = 4096):
     return predict
 
 
+def full_model_scores(model: nn.Module, batch: int = 4096):
+    """A `scores(name, labeled_set) -> p(label 1)` function running the whole network."""
+    device = next(model.parameters()).device
+
+    def scores(name, labeled):
+        if not len(labeled):
+            return torch.empty(0)
+        with torch.inference_mode():
+            return torch.cat([model(labeled.x[i : i + batch].to(device)).softmax(1)[:, 1].cpu()
+                              for i in range(0, len(labeled), batch)])
+    return scores
+
+
 def train_classifier(model: nn.Module, x: torch.Tensor, y: torch.Tensor, recipe: Recipe) -> nn.Module:
     """Adam with a cosine schedule; deterministic for a given seed on CPU."""
     gen = torch.Generator().manual_seed(recipe.seed)

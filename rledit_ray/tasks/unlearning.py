@@ -31,6 +31,8 @@ def true_class_margin(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
 
 class UnlearningTask:
     name = "unlearning"
+    observed_terms = ("utility", "objective", "forget_acc_reward", "retain_acc_reward")
+    metric_input = "labels"  # metrics() takes a predict(name, set) -> labels function
 
     def __init__(
         self,
@@ -101,3 +103,35 @@ class UnlearningTask:
     def selection_score(metrics: dict[str, float]) -> float:
         """Scale-free score for choosing checkpoints on validation: retain minus forget."""
         return metrics["retain_val_acc"] - metrics["forget_val_acc"]
+
+    # ------------------------------------------------------------------ reporting hooks
+    report_rows = [
+        ("forget_acc", "forget accuracy (test)"),
+        ("retain_acc", "retain accuracy (test)"),
+        ("forget_train_acc", "forget accuracy (train: forget set)"),
+        ("retain_train_acc", "retain accuracy (train: retain set)"),
+        ("forget_val_acc", "forget accuracy (validation)"),
+        ("retain_val_acc", "retain accuracy (validation)"),
+    ]
+    report_note = "checkpoint chosen on the validation split; forget/retain accuracy are on held-out test images."
+    curve_keys = [("forget_val_acc", "forget (val)"), ("retain_val_acc", "retain (val)")]
+
+    @staticmethod
+    def summary(metrics: dict) -> str:
+        return f"forget {metrics['forget_acc']:.2%} retain {metrics['retain_acc']:.2%} (test)"
+
+    @staticmethod
+    def progress(row: dict) -> str:
+        if "forget_val_acc" not in row:
+            return ""
+        return f" | val forget {row['forget_val_acc']:.2%} retain {row['retain_val_acc']:.2%}"
+
+    @staticmethod
+    def met_stop(row: dict, training) -> bool:
+        """Stop once the deterministic policy meets the configured validation targets."""
+        if training.stop_forget_acc is None or training.stop_retain_acc is None or "forget_val_acc" not in row:
+            return False
+        return row["forget_val_acc"] <= training.stop_forget_acc and row["retain_val_acc"] >= training.stop_retain_acc
+
+    def report_sections(self, metrics: dict) -> list[str]:
+        return []

@@ -27,7 +27,8 @@ from rledit_ray.worlds.layers import EditLayer, resolve_edit_layers, split_point
 
 log = logging.getLogger(__name__)
 REWARD_MODES = ("improvement", "level")
-OBSERVED_TERMS = ("utility", "objective", "forget_acc_reward", "retain_acc_reward")
+# Reward terms put into the observation when a task does not declare its own `observed_terms`.
+OBSERVED_TERMS = ("utility", "objective")
 
 
 @dataclass
@@ -96,6 +97,7 @@ class EditWorld(gym.Env):
         with torch.inference_mode():
             self.reference_logits = self.suffix(self.reward_h)
         self.initial_terms = self.task.reward_terms(self.reference_logits, self.reference_logits)
+        self.observed_terms = tuple(getattr(self.task, "observed_terms", OBSERVED_TERMS))
 
         r = self.settings.rank
         self.factor_layout = [
@@ -104,7 +106,7 @@ class EditWorld(gym.Env):
         n_act = sum(r * (layer.rows + layer.cols) for layer in self.layers)
         self.action_space = gym.spaces.Box(-1.0, 1.0, (n_act,), np.float32)
         self._sketches = self._make_sketches()
-        n_obs = sum(self._observed_size(i) for i in range(len(self.layers))) + len(OBSERVED_TERMS) + 1
+        n_obs = sum(self._observed_size(i) for i in range(len(self.layers))) + len(self.observed_terms) + 1
         self.observation_space = gym.spaces.Box(-np.inf, np.inf, (n_obs,), np.float32)
         self.t = 0
         self._reset_state()
@@ -199,7 +201,7 @@ class EditWorld(gym.Env):
                     left, right = sketch
                     w = left @ (w @ right)
                 parts.append(w.reshape(-1))
-            extra = [self.terms[k] for k in OBSERVED_TERMS] + [self.t / self.settings.episode_length]
+            extra = [self.terms[k] for k in self.observed_terms] + [self.t / self.settings.episode_length]
             parts.append(torch.tensor(extra, dtype=torch.float32, device=self.device))
             return torch.cat(parts).float().cpu().numpy()
 
@@ -212,13 +214,34 @@ class EditWorld(gym.Env):
         return self._prefix_cache[key]
 
     # ------------------------------------------------------------------ evaluation
-    def predict(self, name: str, labeled) -> torch.Tensor:
-        """Predicted labels of the current edited network on a named evaluation set,
-        reusing cached prefix activations (identical to a full forward pass)."""
+    def logits(self, name: str, labeled) -> torch.Tensor:
+        """Logits of the current edited network on a named evaluation set, reusing cached
+        prefix activations (identical to a full forward pass)."""
         h = self._prefix_activations(f"eval:{name}", labeled.x)
         with torch.inference_mode():
-            return torch.cat([self.suffix(h[i : i + 4096]).argmax(1) for i in range(0, len(h), 4096)]) \
-                if len(h) else torch.empty(0, dtype=torch.long)
+            if not len(h):
+                return self.suffix(h)
+            return torch.cat([self.suffix(h[i : i + 4096]) for i in range(0, len(h), 4096)])
+
+    def predict(self, name: str, labeled) -> torch.Tensor:
+        """Predicted labels of the current edited network on a named evaluation set."""
+        if not len(labeled):
+            return torch.empty(0, dtype=torch.long)
+        return self.logits(name, labeled).argmax(1)
+
+    def scores(self, name: str, labeled) -> torch.Tensor:
+        """Positive-class (label 1) probability on a named evaluation set (binary tasks)."""
+        if not len(labeled):
+            return torch.empty(0)
+        return self.logits(name, labeled).softmax(1)[:, 1]
+
+    def measure(self):
+        """What the task's `metrics` takes: `scores` when it declares metric_input =
+        "scores" (AUC-based tasks), else `predict`."""
+        return self.scores if getattr(self.task, "metric_input", "labels") == "scores" else self.predict
+
+    def task_metrics(self, pools=("fit", "validation", "test")) -> dict:
+        return self.task.metrics(self.measure(), pools=pools)
 
     def edited_state_dict(self) -> dict[str, torch.Tensor]:
         """The whole edited network's weights (CPU tensors), ready for safetensors."""

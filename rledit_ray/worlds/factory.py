@@ -9,12 +9,17 @@ from __future__ import annotations
 import copy
 import json
 
+import numpy as np
 import torch
 
 from rledit_ray.config import RunConfig, build_config
 from rledit_ray.data import load_dataset, unlearning_splits
+from rledit_ray.data.text import load_text_dataset, text_splits
 from rledit_ray.targets import load_target
+from rledit_ray.targets.encoder import dataset_embeddings
+from rledit_ray.targets.text_head import load_text_head
 from rledit_ray.tasks import UnlearningTask
+from rledit_ray.tasks.bias import BiasTask, bias_data
 from rledit_ray.worlds.base import EditWorld, WorldSettings
 from rledit_ray.worlds.mask import MaskWorld
 from rledit_ray.worlds.shift import ShiftWorld
@@ -43,16 +48,36 @@ def _shared(cfg: RunConfig) -> dict:
     """Dataset, target, task and prefix cache for this config, built once per process."""
     key = json.dumps(cfg.model_dump(include={
         "task", "dataset", "data_root", "data_source", "forget_classes", "target_seed",
-        "edit", "samples", "seed", "device", "reward",
+        "edit", "samples", "seed", "device", "reward", "bias",
     }), sort_keys=True)
-    if key not in _PROCESS_CACHE:
+    if key in _PROCESS_CACHE:
+        return _PROCESS_CACHE[key]
+    if cfg.task == "bias":
+        model, meta, task = _bias_parts(cfg)
+    else:
         ds = load_dataset(cfg.dataset, root=cfg.data_root, source=cfg.data_source)
         model, meta = load_target(ds, seed=cfg.target_seed)
         splits = unlearning_splits(ds, cfg.forget_classes)
         task = UnlearningTask(splits, samples_per_set=cfg.samples.per_set, seed=cfg.seed,
                               target_margin=cfg.reward.target_margin, kl_coef=cfg.reward.kl_coef)
-        _PROCESS_CACHE[key] = {"model": model, "meta": meta, "task": task, "prefix_cache": {}}
+    _PROCESS_CACHE[key] = {"model": model, "meta": meta, "task": task, "prefix_cache": {}}
     return _PROCESS_CACHE[key]
+
+
+def _bias_parts(cfg: RunConfig):
+    """Text dataset -> cached embeddings -> cached head -> BiasTask."""
+    ds = load_text_dataset(cfg.dataset, cfg.data_root)
+    splits = text_splits(ds)
+    emb = dataset_embeddings(ds)
+    x_fit = torch.from_numpy(emb["texts"][splits.fit])
+    y_fit = torch.from_numpy(ds.labels[splits.fit])
+    model, meta = load_text_head(ds.name, x_fit, y_fit, seed=cfg.target_seed,
+                                 extra_meta={"data_source": ds.source, "encoder": "all-MiniLM-L6-v2 (mean)"})
+    data = bias_data(ds.labels, ds.membership, ds.groups, splits, emb["texts"], emb["pair_original"],
+                     emb["pair_swapped"], np.asarray([g for _, _, g in ds.pairs], np.int64))
+    task = BiasTask(data, samples_per_set=cfg.samples.per_set, seed=cfg.seed,
+                    objective=cfg.bias.objective, temperature=cfg.bias.temperature)
+    return model, meta, task
 
 
 def build_world(config: RunConfig | dict) -> EditWorld:

@@ -1,0 +1,88 @@
+"""End to end through the CLI on digits: real Ray, real RLlib PPO, real checkpoints."""
+import json
+
+import pytest
+import yaml
+
+from rledit_ray.cli import main
+
+FAST = {
+    "dataset": "digits",
+    "forget_classes": [3],
+    "samples": {"per_set": 64},
+    "agent": {"train_batch_size": 200, "minibatch_size": 50, "num_epochs": 4},
+    "training": {"iterations": 3},
+}
+
+
+@pytest.fixture(scope="module")
+def ray_session():
+    import ray
+
+    yield
+    ray.shutdown()
+
+
+@pytest.fixture(scope="module")
+def trained_run(tmp_path_factory, ray_session):
+    root = tmp_path_factory.mktemp("train")
+    cfg = root / "fast.yaml"
+    cfg.write_text(yaml.safe_dump(FAST))
+    run = root / "run"
+    assert main(["train", "--config", str(cfg), "--out", str(run), "--seed", "1"]) == 0
+    return run
+
+
+def test_run_directory_holds_everything(trained_run):
+    for name in ("metrics.json", "report.md", "curves.png", "config.yaml", "edited_weights.safetensors",
+                 "checkpoint/rledit_config.yaml"):
+        assert (trained_run / name).exists(), name
+    m = json.loads((trained_run / "metrics.json").read_text())
+    assert m["task"] == "unlearning" and m["world"] == "mask" and m["seed"] == 1
+    assert m["env_steps"] >= 200 and m["wall_time_s"] > 0
+    for when in ("before", "after"):
+        for key in ("forget_acc", "retain_acc", "forget_train_acc", "retain_train_acc"):
+            assert 0.0 <= m[when][key] <= 1.0
+    assert m["before"]["forget_acc"] > 0.9  # the original network knows the class
+    report = (trained_run / "report.md").read_text()
+    assert "| forget accuracy (test) |" in report and "random policy" in report
+
+
+def test_refuses_to_overwrite_a_finished_run(trained_run, capsys):
+    assert main(["train", "--dataset", "digits", "--out", str(trained_run)]) == 2
+    assert "already holds a finished run" in capsys.readouterr().err
+
+
+def test_edit_replays_the_saved_policy_exactly(trained_run, tmp_path):
+    out = tmp_path / "edited"
+    assert main(["edit", "--checkpoint", str(trained_run), "--out", str(out)]) == 0
+    replay = json.loads((out / "metrics.json").read_text())
+    original = json.loads((trained_run / "metrics.json").read_text())
+    assert replay["after"] == pytest.approx(original["after"])
+    assert (out / "edited_weights.safetensors").exists()
+
+
+def test_eval_of_the_edited_weights_matches_the_run(trained_run, capsys):
+    capsys.readouterr()
+    assert main(["eval", "--dataset", "digits", "--forget-class", "3", "--json",
+                 "--weights", str(trained_run / "edited_weights.safetensors")]) == 0
+    out = capsys.readouterr().out
+    printed = json.loads(out[out.index("{"):])
+    original = json.loads((trained_run / "metrics.json").read_text())
+    assert printed == pytest.approx(original["after"])
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("world", ["mask", "shift"])
+def test_policy_learns_to_forget_on_digits(world, tmp_path, ray_session):
+    """The edit is learned: the trained policy forgets, a random policy does not."""
+    cfg = {**FAST, "world": world, "samples": {"per_set": 128},
+           "agent": {"train_batch_size": 500, "minibatch_size": 125},
+           "training": {"iterations": 25, "stop_forget_acc": 0.0, "stop_retain_acc": 0.95}}
+    path = tmp_path / "cfg.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    assert main(["train", "--config", str(path), "--out", str(tmp_path / "run"), "--env-runners", "1"]) == 0
+    m = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert m["after"]["forget_acc"] <= 0.10, m["after"]
+    assert m["after"]["retain_acc"] >= m["before"]["retain_acc"] - 0.05, m["after"]
+    assert m["random_policy"]["forget_acc"] >= 0.5
