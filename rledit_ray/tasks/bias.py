@@ -57,6 +57,7 @@ class PairSet:
 @dataclass
 class BiasData:
     groups: tuple[str, ...]
+    fit: GroupedSet
     reward: GroupedSet
     validation: GroupedSet
     test: GroupedSet
@@ -78,17 +79,39 @@ def bias_data(labels: np.ndarray, membership: np.ndarray, groups, splits, embedd
                        LabeledSet(torch.from_numpy(pair_swapped)[index], zeros),
                        torch.from_numpy(pair_group)[index])
 
-    return BiasData(tuple(groups), pool(splits.reward), pool(splits.validation), pool(splits.test),
+    return BiasData(tuple(groups), pool(splits.fit), pool(splits.reward), pool(splits.validation), pool(splits.test),
                     {"reward": pairs(splits.pairs_reward), "validation": pairs(splits.pairs_validation),
                      "test": pairs(splits.pairs_test)})
 
 
+def _concat(sets: list[GroupedSet]) -> GroupedSet:
+    return GroupedSet(torch.cat([s.x for s in sets]), torch.cat([s.y for s in sets]),
+                      torch.cat([s.membership for s in sets]))
+
+
 # ----------------------------------------------------------------------------- soft metrics
+QUANTILES = 64
+
+
+def _quantiles(values: torch.Tensor, k: int = QUANTILES) -> torch.Tensor:
+    if len(values) <= k:
+        return values
+    ordered = values.sort().values
+    index = ((torch.arange(k, device=values.device) + 0.5) * len(values) / k).long()
+    return ordered[index]
+
+
 def soft_auc(z: torch.Tensor, positive: torch.Tensor, negative: torch.Tensor, tau: float) -> torch.Tensor:
-    """Mean sigmoid((z_i - z_j) / tau) over rows i in `positive`, j in `negative` (masks)."""
+    """Mean sigmoid((z_i - z_j) / tau) over rows i in `positive`, j in `negative` (masks).
+    The larger side is summarised by 64 quantiles: O(n) per step instead of O(n^2), and
+    still smooth in every score."""
     zp, zn = z[positive], z[negative]
     if len(zp) == 0 or len(zn) == 0:
-        return torch.tensor(float("nan"))
+        return torch.tensor(float("nan"), device=z.device)
+    if len(zp) > len(zn):
+        zp = _quantiles(zp)
+    else:
+        zn = _quantiles(zn)
     return torch.sigmoid((zp[:, None] - zn[None, :]) / tau).mean()
 
 
@@ -103,14 +126,15 @@ class BiasTask:
     metric_input = "scores"  # metrics() takes a scores(name, set) -> p(harmful) function
 
     def __init__(self, data: BiasData, samples_per_set: int = 256, seed: int = 0,
-                 objective: str = "bias_score", temperature: float = 0.1):
+                 objective: str = "bias_score", temperature: float = 0.1, reward_pools=("reward",)):
         if objective not in OBJECTIVES:
             raise UserError(f"unknown bias objective '{objective}': choose one of {', '.join(OBJECTIVES)}")
         if temperature <= 0:
             raise UserError(f"bias temperature must be > 0 (got {temperature})")
         self.data, self.objective, self.tau = data, objective, temperature
         gen = torch.Generator().manual_seed(seed)
-        samples = self._balanced_sample(data.reward, samples_per_set, gen)
+        pool = _concat([getattr(data, name) for name in reward_pools])
+        samples = self._balanced_sample(pool, samples_per_set, gen)
         pairs = data.pairs["reward"]
         self.n_samples, self.n_pairs = len(samples), len(pairs.group)
         # One batch: samples, then pair originals, then their swaps.

@@ -133,6 +133,8 @@ def bootstrap_interval(statistic: Callable[[np.ndarray], float], n: int, rounds:
     """Percentile interval of statistic(rows) over `rounds` resamples of n rows with
     replacement. Pass a statistic of a difference (after - before on the same rows) for a
     paired interval."""
+    if n == 0:
+        return float("nan"), float("nan")
     rng = np.random.default_rng(seed)
     values = np.array([statistic(rng.integers(0, n, n)) for _ in range(rounds)], float)
     values = values[~np.isnan(values)]

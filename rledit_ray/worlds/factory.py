@@ -76,7 +76,8 @@ def _bias_parts(cfg: RunConfig):
     data = bias_data(ds.labels, ds.membership, ds.groups, splits, emb["texts"], emb["pair_original"],
                      emb["pair_swapped"], np.asarray([g for _, _, g in ds.pairs], np.int64))
     task = BiasTask(data, samples_per_set=cfg.samples.per_set, seed=cfg.seed,
-                    objective=cfg.bias.objective, temperature=cfg.bias.temperature)
+                    objective=cfg.bias.objective, temperature=cfg.bias.temperature,
+                    reward_pools=tuple(cfg.bias.reward_pools))
     return model, meta, task
 
 

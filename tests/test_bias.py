@@ -1,0 +1,191 @@
+"""Bias task: text loaders and splits, embedding cache, head, task in both worlds, config."""
+import numpy as np
+import pytest
+import torch
+from gymnasium.utils.env_checker import check_env
+
+from rledit_ray.config import build_config
+from rledit_ray.data.text import TextDataset, load_jigsaw, load_redditbias, text_splits
+from rledit_ray.errors import UserError
+from rledit_ray.targets.text_head import load_text_head
+from rledit_ray.tasks import bias_metrics as bm
+from rledit_ray.tasks.bias import BiasTask, bias_data, soft_auc
+from rledit_ray.worlds import MaskWorld, ShiftWorld, WorldSettings
+
+JIGSAW_COLUMNS = ["id", "comment_text", "target", "male", "female", "black", "white", "muslim", "jewish",
+                  "christian", "homosexual_gay_or_lesbian", "psychiatric_or_mental_illness"]
+
+
+def write_jigsaw(path, rows=60, drop=None):
+    import pandas as pd
+
+    rng = np.random.default_rng(0)
+    table = {"id": np.arange(rows), "comment_text": [f"comment number {i} says something" for i in range(rows)],
+             "target": rng.uniform(0, 1, rows)}
+    for col in JIGSAW_COLUMNS[3:]:
+        table[col] = np.where(rng.uniform(0, 1, rows) < 0.3, rng.uniform(0.5, 1, rows), 0.0)
+    table["female"][:5] = np.nan  # unannotated rows: background only
+    frame = pd.DataFrame(table)
+    if drop:
+        frame = frame.drop(columns=[drop])
+    frame.to_csv(path, index=False)
+    return frame
+
+
+# ----------------------------------------------------------------------------- data
+def test_jigsaw_loader_reads_the_kaggle_schema(tmp_path):
+    frame = write_jigsaw(tmp_path / "train.csv")
+    ds = load_jigsaw(tmp_path / "train.csv")
+    assert len(ds) == 60 and ds.groups[:2] == ("male", "female")
+    assert ds.labels.tolist() == (frame["target"] >= 0.5).astype(int).tolist()
+    assert ds.membership.shape == (60, 9)
+    assert ds.membership[:, 1].tolist() == (frame["female"].fillna(0) >= 0.5).tolist()
+    assert ds.pairs == []
+
+
+def test_jigsaw_csv_missing_a_column_is_one_line(tmp_path):
+    write_jigsaw(tmp_path / "bad.csv", drop="black")
+    with pytest.raises(UserError, match=r"lacks column 'black'") as err:
+        load_jigsaw(tmp_path / "bad.csv")
+    assert "\n" not in str(err.value)
+    with pytest.raises(UserError, match="does not exist"):
+        load_jigsaw(tmp_path / "nope.csv")
+
+
+def test_redditbias_has_five_groups_and_clean_labels():
+    ds = load_redditbias()
+    assert ds.groups == ("female", "black", "jews", "lgbtq", "muslims")
+    assert 11000 < len(ds) < 12000 and set(np.unique(ds.labels)) == {0, 1}
+    assert (ds.membership.sum(1) == 1).all()  # one group per row
+    assert ds.membership.sum(0).min() > 1500
+    assert len(ds.pairs) > 1000 and {g for _, _, g in ds.pairs} == set(range(5))
+    original, swapped, _ = ds.pairs[0]
+    assert original != swapped
+
+
+def test_splits_are_disjoint_deterministic_and_stratified():
+    ds = load_redditbias()
+    a, b = text_splits(ds), text_splits(ds)
+    pools = (a.fit, a.reward, a.validation, a.test)
+    assert sum(len(p) for p in pools) == len(ds)
+    assert len(np.unique(np.concatenate(pools))) == len(ds)
+    assert all((x == y).all() for x, y in zip(pools, (b.fit, b.reward, b.validation, b.test)))
+    share = ds.membership.mean(0)
+    for pool in pools:
+        assert np.abs(ds.membership[pool].mean(0) - share).max() < 0.01
+        assert abs(ds.labels[pool].mean() - ds.labels.mean()) < 0.01
+    assert not set(a.pairs_reward) & set(a.pairs_test)
+
+
+# ----------------------------------------------------------------------------- encoder
+def test_embedding_cache_hit_does_not_run_the_encoder():
+    from rledit_ray.targets import encoder
+
+    texts = ["women are great engineers", "muslims are my neighbours", f"cache probe {np.random.rand()}"]
+    first = encoder.embed_texts(texts)
+    runs = encoder.ENCODER_CALLS["batches"]
+    assert first.shape == (3, 384) and np.allclose(np.linalg.norm(first, axis=1), 1, atol=1e-5)
+    second = encoder.embed_texts(texts)
+    assert encoder.ENCODER_CALLS["batches"] == runs  # served from disk
+    assert np.array_equal(first, second)
+    encoder.embed_texts(texts[:2])  # other content, other key
+    assert encoder.ENCODER_CALLS["batches"] == runs + 1
+
+
+# ----------------------------------------------------------------------------- task
+def synthetic_text_data(n=600, groups=("a", "b", "c"), seed=0):
+    """Embeddings where the label is linearly readable and group c is scored too high."""
+    rng = np.random.default_rng(seed)
+    group = rng.integers(0, len(groups), n)
+    labels = rng.integers(0, 2, n)
+    x = rng.normal(0, 1, (n, 16)).astype(np.float32)
+    x[:, 0] += 1.5 * labels
+    x[np.arange(n), 1 + group] += 2.0
+    membership = np.zeros((n, len(groups)), bool)
+    membership[np.arange(n), group] = True
+    ds = TextDataset("synthetic", "test", [f"t{i}" for i in range(n)], labels.astype(np.int64), tuple(groups),
+                     membership, [(f"t{i}", f"s{i}", int(group[i])) for i in range(40)])
+    pair_x = x[:40] + rng.normal(0, 0.1, (40, 16)).astype(np.float32)
+    return ds, x, pair_x
+
+
+def synthetic_world(world_cls, objective="bias_score"):
+    ds, x, pair_x = synthetic_text_data()
+    splits = text_splits(ds)
+    y_fit = torch.from_numpy(ds.labels[splits.fit])
+    # Teach the head a biased rule: group c rows count as harmful.
+    biased = y_fit | torch.from_numpy(ds.membership[splits.fit, 2]).long()
+    model, _ = load_text_head("synthetic-test", torch.from_numpy(x[splits.fit]), biased)
+    data = bias_data(ds.labels, ds.membership, ds.groups, splits, x, x[:40], pair_x,
+                     np.array([g for _, _, g in ds.pairs]))
+    task = BiasTask(data, samples_per_set=64, objective=objective)
+    return world_cls(model, ["fc2"], task, WorldSettings(step_size=0.5, episode_length=3))
+
+
+@pytest.mark.parametrize("world_cls", [MaskWorld, ShiftWorld])
+def test_bias_task_passes_gymnasium_env_checker(world_cls):
+    world = synthetic_world(world_cls)
+    check_env(world, skip_render_check=True)
+    obs, info = world.reset(seed=0)
+    assert set(BiasTask.observed_terms) <= set(info)
+    obs, reward, terminated, _, info = world.step(world.action_space.sample())
+    assert np.isfinite(reward) and 0 <= info["utility"] <= 1 and 0 <= info["objective"] <= 1
+
+
+def test_world_scores_match_the_full_network_and_metrics_are_complete():
+    world = synthetic_world(MaskWorld)
+    world.reset(seed=0)
+    world.step(world.action_space.sample())
+    test = world.task.data.test
+    full = world.model(test.x).softmax(1)[:, 1]
+    assert torch.allclose(world.scores("test", test), full, atol=1e-6)
+    m = world.task_metrics()
+    for key in ("overall_auc", "bias_score", "final_score", "worst_group_acc", "counterfactual_gap",
+                "bias_score_val", "overall_auc_val"):
+        assert 0.0 <= m[key] <= 1.0, key
+    assert set(m["groups"]) == {"a", "b", "c"}
+    assert set(bm.GROUP_AUCS) <= set(m["groups"]["a"])
+    # the biased head: group c negatives are scored high, so its BPSN AUC is the worst
+    assert m["groups"]["c"]["bpsn_auc"] == min(g["bpsn_auc"] for g in m["groups"].values())
+
+
+def test_soft_auc_approaches_the_exact_auc():
+    rng = np.random.default_rng(0)
+    y = torch.from_numpy(rng.integers(0, 2, 300)).bool()
+    z = torch.from_numpy(rng.normal(0, 1, 300)) + y.double()
+    exact = bm.auc(z.numpy(), y.numpy())
+    assert float(soft_auc(z, y, ~y, tau=0.01)) == pytest.approx(exact, abs=0.03)
+    # scale-blindness comes from standardising before the sigmoid (see BiasTask.reward_terms)
+    assert float(soft_auc(z, y, ~y, tau=1.0)) < float(soft_auc(z, y, ~y, tau=0.1))
+
+
+@pytest.mark.parametrize("objective", ["bias_score", "worst_group", "counterfactual_gap"])
+def test_every_objective_gives_a_reward(objective):
+    world = synthetic_world(ShiftWorld, objective)
+    world.reset(seed=0)
+    _, _, _, _, info = world.step(np.ones(world.action_space.shape, np.float32) * 0.5)
+    assert 0 <= info["objective"] <= 1
+
+
+# ----------------------------------------------------------------------------- config
+def test_bias_config_defaults_and_errors():
+    cfg = build_config({"task": "bias"})
+    assert cfg.dataset == "redditbias" and cfg.edit == ["fc2.weight", "fc2.bias"]
+    assert cfg.reward.utility_coef == 2.0 and cfg.bias.objective == "worst_group"
+    assert build_config({"task": "bias", "edit": ["fc1"]}).edit == ["fc1"]
+    assert build_config({"task": "bias", "reward": {"utility_coef": 5}}).reward.utility_coef == 5
+    assert build_config({}).dataset == "mnist"  # unlearning keeps its defaults
+    with pytest.raises(UserError, match="dataset 'mnist' does not fit task 'bias'"):
+        build_config({"task": "bias", "dataset": "mnist"})
+    with pytest.raises(UserError, match=r"bias.objective: Input should be"):
+        build_config({"task": "bias", "bias": {"objective": "vibes"}})
+    with pytest.raises(UserError, match=r"bias.temperature"):
+        build_config({"task": "bias", "bias": {"temperature": 0}})
+
+
+def test_jigsaw_without_a_csv_is_one_line(tmp_path, capsys):
+    from rledit_ray.cli import main
+
+    assert main(["train", "--task", "bias", "--dataset", "jigsaw", "--out", str(tmp_path / "r")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "needs its CSV" in err[0]
