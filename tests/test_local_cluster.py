@@ -1,0 +1,49 @@
+"""A real 2-node Ray cluster on loopback, a training submitted with `ray job submit`.
+
+Two raylets (`ray start --head` + `ray start --address=...`), one CPU each: the two
+EnvRunners (one CPU each) can only run one per node, and the test checks they did. The
+commands are the ones cluster/README.md documents.
+"""
+import json
+
+import pytest
+import yaml
+
+from rledit_ray.cluster_utils import LocalCluster
+
+FAST_JOB = {
+    "dataset": "digits",
+    "forget_classes": [3],
+    "samples": {"per_set": 64},
+    "agent": {"train_batch_size": 200, "minibatch_size": 100, "num_epochs": 2},
+    "training": {"iterations": 2},
+}
+
+
+@pytest.mark.slow
+def test_job_submit_on_a_two_node_local_cluster(tmp_path):
+    job_dir = tmp_path / "job"  # the --working-dir: only what the job needs, not the repo
+    job_dir.mkdir()
+    (job_dir / "fast.yaml").write_text(yaml.safe_dump(FAST_JOB))
+    run = tmp_path / "run"  # absolute: the driver runs in a temporary working directory
+
+    cluster = LocalCluster(num_cpus=1)
+    try:
+        cluster.add_node(num_cpus=1, resources={"node2": 1})
+        nodes = cluster.node_ids()
+        assert len(nodes) == 2
+        job = cluster.submit(["rledit", "train", "--config", "fast.yaml", "--env-runners", "2",
+                              "--seed", "3", "--out", str(run)], working_dir=job_dir)
+        state = cluster.wait(job, timeout=400)
+        assert state == "SUCCEEDED", cluster.logs(job)[-3000:]
+
+        m = json.loads((run / "metrics.json").read_text())
+        assert m["seed"] == 3 and m["iterations"] == 2 and m["env_steps"] >= 400
+        assert 0.0 <= m["after"]["forget_acc"] <= 1.0
+        assert "after:" in cluster.logs(job)  # the driver's progress lines reach the job log
+
+        runners = cluster.actors("SingleAgentEnvRunner")
+        assert len(runners) == 2, runners
+        assert {a["node_id"] for a in runners} == set(nodes)  # one EnvRunner on each node
+    finally:
+        cluster.stop()
