@@ -6,6 +6,8 @@ with one line naming the field, before any work starts.
 """
 from __future__ import annotations
 
+import copy
+
 from pathlib import Path
 from typing import Literal
 
@@ -25,12 +27,17 @@ DATASETS_OF_TASK = {"unlearning": ("mnist", "digits"), "bias": ("redditbias", "j
 TASK_DEFAULTS = {
     "bias": {"dataset": "redditbias", "edit": ["fc2.weight", "fc2.bias"]},
 }
-# samples.per_set for bias means rows per (group, label) cell; 256 keeps a step ~8 ms.
-TASK_SAMPLES_DEFAULTS: dict = {}
-TASK_REWARD_DEFAULTS = {"bias": {"utility_coef": 2.0, "objective_coef": 1.0}}
+TASK_SECTION_DEFAULTS = {
+    "bias": {
+        "reward": {"utility_coef": 2.0, "objective_coef": 1.0},
+        # No early-stop target; PPO starts paying off after ~40 (mask) to ~55 (shift)
+        # iterations here, and the best validation checkpoint is kept.
+        "training": {"iterations": 100},
+    },
+}
 # The step size that suits each world when the config leaves it unset (DESIGN.md section 7:
 # ShiftWorld is sensitive to it; these were measured on the last MNIST layer).
-DEFAULT_STEP_SIZE = {"mask": 1.0, "shift": 0.5}
+DEFAULT_STEP_SIZE = {"mask": 2.0, "shift": 0.5}
 
 
 class _Strict(BaseModel):
@@ -120,9 +127,9 @@ class RunConfig(_Strict):
         for field, value in TASK_DEFAULTS.get(self.task, {}).items():
             if field not in self.model_fields_set:
                 setattr(self, field, value)
-        for section, defaults in (("reward", TASK_REWARD_DEFAULTS), ("samples", TASK_SAMPLES_DEFAULTS)):
+        for section, defaults in TASK_SECTION_DEFAULTS.get(self.task, {}).items():
             node = getattr(self, section)
-            for field, value in defaults.get(self.task, {}).items():
+            for field, value in defaults.items():
                 if field not in node.model_fields_set:
                     setattr(node, field, value)
         for field, value, choices in (("world", self.world, WORLDS), ("dataset", self.dataset, DATASETS)):
@@ -158,23 +165,34 @@ def build_config(data: dict | None = None, where: str = "config") -> RunConfig:
         raise _one_line(err, where) from None
 
 
-def load_config(path: str | Path | None, overrides: dict | None = None) -> RunConfig:
-    """YAML file (optional) with CLI overrides (dotted keys allowed) on top."""
-    data: dict = {}
-    if path:
-        path = Path(path)
-        if not path.is_file():
-            raise UserError(f"config file '{path}' does not exist")
-        try:
-            data = yaml.safe_load(path.read_text()) or {}
-        except yaml.YAMLError as err:
-            raise UserError(f"config file '{path}' is not valid YAML: {str(err).splitlines()[0]}") from None
-        if not isinstance(data, dict):
-            raise UserError(f"config file '{path}' must hold a mapping of settings")
+def read_yaml_mapping(path: str | Path, what: str = "config file") -> dict:
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"{what} '{path}' does not exist")
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as err:
+        raise UserError(f"{what} '{path}' is not valid YAML: {str(err).splitlines()[0]}") from None
+    if not isinstance(data, dict):
+        raise UserError(f"{what} '{path}' must hold a mapping of settings")
+    return data
+
+
+def with_overrides(data: dict, overrides: dict | None) -> dict:
+    """A deep copy of `data` with dotted keys ("reward.utility_coef") set on top."""
+    data = copy.deepcopy(data)
     for key, value in (overrides or {}).items():
         node = data
         *parents, leaf = key.split(".")
         for p in parents:
             node = node.setdefault(p, {})
+            if not isinstance(node, dict):
+                raise UserError(f"'{key}': '{p}' is a value, not a section of settings")
         node[leaf] = value
-    return build_config(data, where=str(path) if path else "config")
+    return data
+
+
+def load_config(path: str | Path | None, overrides: dict | None = None) -> RunConfig:
+    """YAML file (optional) with CLI overrides (dotted keys allowed) on top."""
+    data = read_yaml_mapping(path) if path else {}
+    return build_config(with_overrides(data, overrides), where=str(path) if path else "config")

@@ -22,6 +22,7 @@ def find_checkpoint(path: str | Path) -> tuple[Path, Path]:
     path = Path(path)
     if not path.exists():
         raise UserError(f"checkpoint '{path}' does not exist")
+    path = path.resolve()  # RLlib reads checkpoints through pyarrow, which wants absolute paths
     ckpt = path / "checkpoint" if (path / "checkpoint").is_dir() else path
     config = ckpt / CONFIG_NAME
     if not config.is_file():

@@ -225,7 +225,6 @@ class BiasTask:
             out.update({f"{k}_val": v for k, v in val.items() if k != "groups"})
             if self.reference_val_auc is None:
                 self.reference_val_auc = val["overall_auc"]
-            out["overall_auc_val_drop"] = self.reference_val_auc - val["overall_auc"]
         if "test" in pools:
             out.update(self._report("test", self.pool_scores(scores, "test")))
         return out
@@ -247,12 +246,13 @@ class BiasTask:
             lambda rows: float(gap_a[rows].mean() - gap_b[rows].mean()), len(gap_a), rounds, seed))
         return out
 
-    @staticmethod
-    def selection_score(metrics: dict) -> float:
+    def selection_score(self, metrics: dict) -> float:
         """Scale-free validation score for checkpoints: final score plus the worst group's
         BPSN/BNSP AUC, minus a steep penalty once overall AUC drops by more than half a
-        point (the budget on test is one point; validation is noisier than that)."""
-        penalty = 10.0 * max(0.0, metrics.get("overall_auc_val_drop", 0.0) - 0.005)
+        point below the unedited network's (the budget on test is one point; validation
+        is noisier than that)."""
+        reference = self.reference_val_auc if self.reference_val_auc is not None else metrics["overall_auc_val"]
+        penalty = 10.0 * max(0.0, reference - metrics["overall_auc_val"] - 0.005)
         return metrics["final_score_val"] + metrics["worst_group_bias_auc_val"] - penalty
 
     # ------------------------------------------------------------------ reporting hooks
@@ -290,13 +290,10 @@ class BiasTask:
             lines.append(f"| {g} | {a['size']} | " + " | ".join(cells) + " |")
         intervals = metrics.get("intervals")
         if intervals:
-            lines += ["", "Change after - before on test, with a paired 95% bootstrap interval "
-                      f"({intervals.get('rounds', 200)} resamples of the test rows):", ""]
+            lines += ["", "Change after - before on test (points on the 0-100 scale; the counterfactual gap "
+                      "in points of probability), with a paired 95% bootstrap interval (200 resamples of "
+                      "the test rows, or of the test pairs for the gap):", ""]
             for key, (lo, hi) in intervals.items():
-                if key == "rounds":
-                    continue
                 delta = after[key] - before[key]
-                scale = 1 if key == "counterfactual_gap" else 100
-                unit = "" if key == "counterfactual_gap" else " points"
-                lines.append(f"- {key}: {scale * delta:+.2f}{unit} [{scale * lo:+.2f}, {scale * hi:+.2f}]")
+                lines.append(f"- {key}: {100 * delta:+.2f} points [{100 * lo:+.2f}, {100 * hi:+.2f}]")
         return lines
