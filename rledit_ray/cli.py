@@ -47,6 +47,8 @@ def _parser() -> argparse.ArgumentParser:
     t.add_argument("--env-runners", type=int, help="remote EnvRunners (0 = sample in the driver)")
     t.add_argument("--out", help="run directory (default runs/<task>-<dataset>-<world>-seed<S>-<time>)")
     t.add_argument("--address", help="Ray cluster address (default: RAY_ADDRESS or a local Ray)")
+    t.add_argument("--resume", metavar="RUN_DIR",
+                   help="continue an unfinished run from its checkpoint (its config.yaml; flags override)")
 
     e = sub.add_parser("edit", help="apply a trained policy to the target and save the edited weights")
     e.add_argument("--checkpoint", required=True, help="a run directory or its checkpoint folder")
@@ -56,6 +58,12 @@ def _parser() -> argparse.ArgumentParser:
     _add_run_flags(v)
     v.add_argument("--weights", help="safetensors file (default: the original target)")
     v.add_argument("--json", action="store_true", help="print JSON instead of a table")
+
+    w = sub.add_parser("sweep", help="run a Ray Tune sweep from a spec (see tune_configs/)")
+    w.add_argument("spec", help="sweep spec YAML, e.g. tune_configs/unlearning_reward_coefs.yaml")
+    w.add_argument("--out", help="output folder (default sweeps/<spec name>)")
+    w.add_argument("--resume", action="store_true", help="continue an interrupted sweep in --out")
+    w.add_argument("--address", help="Ray cluster address (default: RAY_ADDRESS or a local Ray)")
 
     s = sub.add_parser("summarize", help="print a markdown table of finished run directories")
     s.add_argument("runs", nargs="+", help="run directories")
@@ -74,9 +82,11 @@ def cmd_train(args) -> int:
     from rledit_ray.config import load_config
     from rledit_ray.training import train
 
+    if args.resume:
+        args.config, args.out = Path(args.resume) / "config.yaml", args.resume
     cfg = load_config(args.config, _overrides(args))
     out = args.out or Path("runs") / f"{cfg.task}-{cfg.dataset}-{cfg.world}-seed{cfg.seed}-{time.strftime('%Y%m%d-%H%M%S')}"
-    train(cfg, out, address=args.address)
+    train(cfg, out, address=args.address, resume=bool(args.resume))
     return 0
 
 
@@ -104,6 +114,15 @@ def cmd_eval(args) -> int:
     return 0
 
 
+def cmd_sweep(args) -> int:
+    from rledit_ray.sweep import run_sweep
+
+    out = run_sweep(args.spec, args.out or Path("sweeps") / Path(args.spec).stem, resume=args.resume,
+                    address=args.address)
+    print(f"sweep summary: {out / 'summary.md'}")
+    return 0
+
+
 def cmd_summarize(args) -> int:
     from rledit_ray.report import summary_table
 
@@ -121,7 +140,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         args = _parser().parse_args(argv)
         return {"train": cmd_train, "edit": cmd_edit, "eval": cmd_eval,
-                "summarize": cmd_summarize}[args.command](args)
+                "sweep": cmd_sweep, "summarize": cmd_summarize}[args.command](args)
     except UserError as err:
         print(f"rledit: error: {err}", file=sys.stderr)
         return 2

@@ -10,6 +10,7 @@
 """
 from __future__ import annotations
 
+import json
 import logging
 import os
 import shutil
@@ -27,6 +28,7 @@ from rledit_ray.worlds.rollout import random_policy, run_episode
 
 log = logging.getLogger(__name__)
 RANDOM_EPISODES = 20
+RESUME_STATE = "rledit_state.json"
 
 
 def prepare_run_dir(out: str | Path) -> Path:
@@ -60,7 +62,11 @@ def ensure_ray(address: str | None = None) -> None:
                  object_store_memory=300 * 2**20, _node_ip_address="127.0.0.2")
 
 
-def train(cfg: RunConfig, out: str | Path, progress=print, address: str | None = None) -> dict:
+def train(cfg: RunConfig, out: str | Path, progress=print, address: str | None = None,
+          resume: bool = False, on_iteration=None) -> dict:
+    """`resume`: continue an unfinished run in `out` from its checkpoint (the best so far,
+    with the history up to it; the iterations after it are trained again).
+    `on_iteration(row)` sees each iteration's row (Tune trials report it)."""
     from rledit_ray.agent import AgentSettings, build_ppo_config, deterministic_action, module_from_algo
 
     started = time.perf_counter()
@@ -83,8 +89,13 @@ def train(cfg: RunConfig, out: str | Path, progress=print, address: str | None =
     algo = build_ppo_config(WORLD_IDS[cfg.world], build_world, env_config, settings).build_algo()
 
     history, best, env_steps, ckpt = [], None, 0, run_dir / "checkpoint"
+    first = 1
+    if resume:
+        history, best, env_steps = _restore(algo, ckpt)
+        first = history[-1]["iteration"] + 1
+        progress(f"resumed from iteration {first - 1} ({env_steps} env steps): {ckpt}")
     try:
-        for it in range(1, cfg.training.iterations + 1):
+        for it in range(first, cfg.training.iterations + 1):
             t0 = time.perf_counter()
             result = algo.train()
             env_steps = _env_steps(result, env_steps)
@@ -95,12 +106,15 @@ def train(cfg: RunConfig, out: str | Path, progress=print, address: str | None =
                 module = module_from_algo(algo)
                 run_episode(world, lambda obs: deterministic_action(module, obs))
                 row.update(world.task_metrics(pools=("validation",)))
-                score = task.selection_score(row)
+                score = row["selection_score"] = task.selection_score(row)
                 if best is None or score > best["score"]:
                     best = {"score": score, "iteration": it}
-                    _save_checkpoint_atomically(algo, ckpt, config_dict)
+                    _save_checkpoint_atomically(algo, ckpt, config_dict,
+                                                {"history": [*history, row], "best": best, "env_steps": env_steps})
             history.append(row)
             progress(_progress_line(row, cfg.training.iterations, task))
+            if on_iteration is not None:
+                on_iteration(row)
             if task.met_stop(row, cfg.training):
                 progress(f"validation target met at iteration {it}: stopping early")
                 break
@@ -121,6 +135,7 @@ def train(cfg: RunConfig, out: str | Path, progress=print, address: str | None =
         "edit": cfg.edit, "rank": cfg.rank,
         "episode_length": cfg.episode_length, "step_size": cfg.effective_step_size,
         "before": before, "after": after, "random_policy": rand,
+        "final_selection_score": task.selection_score(after),
         "final_reward_terms": {k: v for k, v in final.items()},
         "env_steps": env_steps, "iterations": len(history), "best_iteration": best["iteration"],
         "wall_time_s": time.perf_counter() - started,
@@ -136,20 +151,32 @@ def train(cfg: RunConfig, out: str | Path, progress=print, address: str | None =
     return metrics
 
 
-def _save_checkpoint_atomically(algo, path: Path, config_dict: dict) -> None:
+def _save_checkpoint_atomically(algo, path: Path, config_dict: dict, state: dict | None = None) -> None:
     """Write to a temporary folder, then swap it in: a kill never leaves a half checkpoint.
-    The run config travels inside, so a checkpoint alone is enough for `rledit edit`."""
+    The run config travels inside, so a checkpoint alone is enough for `rledit edit`;
+    `state` (history, best) lets `--resume` continue from it."""
     from rledit_ray.editing import CONFIG_NAME
 
     tmp = path.with_name(path.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     algo.save_to_path(str(tmp))
     write_config(tmp / CONFIG_NAME, config_dict)
+    if state is not None:
+        write_json(tmp / RESUME_STATE, state)
     old = path.with_name(path.name + ".old")
     if path.exists():
         path.rename(old)
     tmp.rename(path)
     shutil.rmtree(old, ignore_errors=True)
+
+
+def _restore(algo, ckpt: Path) -> tuple[list, dict, int]:
+    """Algorithm state, history and best score from a checkpoint that `train` wrote."""
+    if not (ckpt / RESUME_STATE).is_file():
+        raise UserError(f"nothing to resume: no checkpoint with {RESUME_STATE} in '{ckpt.parent}'")
+    state = json.loads((ckpt / RESUME_STATE).read_text())
+    algo.restore_from_path(str(ckpt))
+    return state["history"], state["best"], int(state["env_steps"])
 
 
 def _progress_line(row: dict, total: int, task) -> str:

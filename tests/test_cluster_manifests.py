@@ -40,7 +40,7 @@ def _makefile_installs() -> list[str]:
     """The Makefile's pip lines, in order, as 'torch==..', '-e', and '--no-deps X==v' wheels."""
     text = (ROOT / "Makefile").read_text()
     torch_pin = re.search(r"pip install -q (torch==\S+)", text).group(1)
-    wheels = re.findall(r"--no-deps (\S+==\S+)", text)
+    wheels = [w for line in re.findall(r"--no-deps ([^\n]+)", text) for w in re.findall(r"\S+==\S+", line)]
     return [torch_pin, *wheels]
 
 

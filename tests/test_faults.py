@@ -122,3 +122,33 @@ def test_metrics_json_is_replaced_whole(tmp_path, monkeypatch):
     for text in seen:
         json.loads(text)  # never a torn file
     assert not [p for p in tmp_path.iterdir() if p.name != "metrics.json"]
+
+
+@pytest.mark.slow
+def test_an_unfinished_run_resumes_from_its_checkpoint(tmp_path, ray_local):
+    import yaml
+
+    from rledit_ray.cli import main
+
+    cfg = {**FAULT_RUN, "agent": {**FAULT_RUN["agent"], "num_env_runners": 0}, "training": {
+        **FAULT_RUN["training"], "iterations": 2}}
+    (tmp_path / "run.yaml").write_text(yaml.safe_dump(cfg))
+    run = tmp_path / "run"
+    assert main(["train", "--config", str(tmp_path / "run.yaml"), "--out", str(run)]) == 0
+    first = json.loads((run / "metrics.json").read_text())
+    (run / "metrics.json").unlink()  # as if the driver had been killed before the end
+
+    assert main(["train", "--resume", str(run), "--iterations", "4"]) == 0
+    m = json.loads((run / "metrics.json").read_text())
+    saved = first["best_iteration"]
+    assert [h["iteration"] for h in m["history"]] == [1, 2, 3, 4]
+    assert m["history"][:saved] == first["history"][:saved]  # kept, not retrained
+    steps = [h["env_steps"] for h in m["history"]]
+    assert steps == sorted(steps) and steps[-1] > first["history"][saved - 1]["env_steps"], steps
+
+
+def test_resume_needs_an_unfinished_run(tmp_path, capsys):
+    from rledit_ray.cli import main
+
+    assert main(["train", "--resume", str(tmp_path / "nothing")]) == 2
+    assert "does not exist" in capsys.readouterr().err

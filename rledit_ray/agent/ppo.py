@@ -87,6 +87,20 @@ def cpu_fallback(settings: AgentSettings) -> AgentSettings:
     )
 
 
+def runner_env_config(env_config: Dict[str, Any], s: AgentSettings) -> Dict[str, Any]:
+    """The env_config remote EnvRunners get: `device: auto` becomes `cpu` for runners
+    that hold no GPU.
+
+    Ray 2.60 no longer empties CUDA_VISIBLE_DEVICES for actors given zero GPUs (ray
+    issue 54868), so on a GPU node such a runner's world would see every card and crowd
+    onto cuda:0 outside Ray's accounting. Runners given a GPU keep `auto`: Ray sets
+    CUDA_VISIBLE_DEVICES to their share, and the world picks cuda.
+    """
+    if s.num_env_runners > 0 and s.num_gpus_per_env_runner == 0 and env_config.get("device") == "auto":
+        return {**env_config, "device": "cpu"}
+    return env_config
+
+
 def build_ppo_config(
     env_id: str,
     env_creator: Callable[[Dict[str, Any]], Any],
@@ -115,6 +129,7 @@ def build_ppo_config(
         )
 
     register_env(env_id, env_creator)
+    env_config = runner_env_config(env_config, s)
     model_config = {
         "factor_layout": [dict(layer) for layer in env_config["factor_layout"]],
         "hidden": list(s.hidden),

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 from dataclasses import dataclass
 
 import gymnasium as gym
@@ -64,10 +65,33 @@ class WorldSettings:
 
 def resolve_device(device: str) -> torch.device:
     if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if device.startswith("cuda") and not torch.cuda.is_available():
+        chosen = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    elif device.startswith("cuda") and not torch.cuda.is_available():
         raise UserError(f"device '{device}' requested but no CUDA GPU is visible: use device: auto or cpu")
-    return torch.device(device)
+    else:
+        chosen = torch.device(device)
+    _announce_device(device, chosen)
+    return chosen
+
+
+_ANNOUNCED: set = set()
+
+
+def _announce_device(asked: str, chosen: torch.device) -> None:
+    """One line per process and device: on a cluster, which card (if any) this process's
+    worlds use is otherwise invisible (Ray's CUDA_VISIBLE_DEVICES picks it)."""
+    if chosen.type in _ANNOUNCED:
+        return
+    _ANNOUNCED.add(chosen.type)
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if chosen.type == "cuda":
+        log.info("worlds in process %d use %s (%s; CUDA_VISIBLE_DEVICES=%s)", os.getpid(), chosen,
+                 torch.cuda.get_device_name(chosen), visible)
+    elif asked == "auto":
+        log.info("worlds in process %d use the CPU: no CUDA GPU visible (CUDA_VISIBLE_DEVICES=%s)",
+                 os.getpid(), visible)
+    else:
+        log.info("worlds in process %d use %s (device: %s)", os.getpid(), chosen, asked)
 
 
 class EditWorld(gym.Env):
