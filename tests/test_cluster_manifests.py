@@ -33,7 +33,11 @@ def _check_entrypoint(command: str) -> None:
         if argv[1] == "sweep":  # written ahead of the sweep issue: cluster/kuberay/rayjob-sweep.yaml
             pytest.skip("`rledit sweep` is not in the CLI yet; the sweep RayJob is written ahead of it")
         pytest.fail(f"'{argv[1]}' is not an rledit subcommand: {command}")
-    _parser().parse_args(argv[1:])  # raises UserError on an unknown flag
+    args = _parser().parse_args(argv[1:])  # raises UserError on an unknown flag
+    for name in ("config", "spec"):  # files the command reads ship with the repo (/app in the image)
+        value = getattr(args, name, None)
+        if value:
+            assert (ROOT / str(value).removeprefix("/app/")).is_file(), f"{value} is not in the repository"
 
 
 def _makefile_installs() -> list[str]:
