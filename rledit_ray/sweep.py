@@ -1,0 +1,350 @@
+"""`rledit sweep SPEC.yaml`: Ray Tune over any field of the run configuration.
+
+How to run:
+    rledit sweep tune_configs/unlearning_reward_coefs.yaml --out sweeps/coefs
+    rledit sweep tune_configs/unlearning_reward_coefs.yaml --out sweeps/coefs --resume
+    python -m rledit_ray.sweep SPEC.yaml --out DIR       # the same, e.g. under `ray job submit`
+
+What to expect: one Tune trial per point of the search space, each a full `rledit train`
+run in its own trial folder (metrics.json, report.md, checkpoint of its best policy).
+Trials are ranked on a scale-free validation score (the task's checkpoint-selection score,
+e.g. retain minus forget accuracy), never on the raw return, whose scale changes with the
+reward coefficients. The output folder gets summary.csv (one row per trial: swept values,
+final test metrics), summary.md (the same, best trial marked) and plots: metric vs swept
+value, forget vs retain (Pareto view), learning curves.
+
+A spec (all fields but search_space optional):
+    name: reward-coefs
+    base: {dataset: mnist, training: {iterations: 20}}   # any `rledit train --config` fields
+    search_space:
+      reward.utility_coef: {grid: [1.0, 2.0, 4.0]}        # or choice / uniform / loguniform / randint
+    num_samples: 1              # repeats of the grid (random domains are sampled per repeat)
+    scheduler: {name: asha, grace_period: 5}             # or none
+    max_concurrent_trials: 2
+    resources: {cpu: 1, gpu: 0}                          # per trial driver; + 1 CPU per EnvRunner
+"""
+from __future__ import annotations
+
+import csv
+import json
+import math
+import os
+import sys
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from rledit_ray.config import build_config, read_yaml_mapping, with_overrides
+from rledit_ray.errors import UserError
+from rledit_ray.report import write_json
+from rledit_ray.targets import atomic_write_text
+
+SCORE = "selection_score"  # reported by training.train on every evaluated iteration
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class Domain(_Strict):
+    """Exactly one of these per swept field."""
+
+    grid: list[Any] | None = None
+    choice: list[Any] | None = None
+    uniform: tuple[float, float] | None = None
+    loguniform: tuple[float, float] | None = None
+    randint: tuple[int, int] | None = None
+
+    @model_validator(mode="after")
+    def _one_kind(self):
+        kinds = [k for k, v in self.model_dump().items() if v is not None]
+        if len(kinds) != 1:
+            raise ValueError("give exactly one of grid, choice, uniform, loguniform, randint")
+        values = getattr(self, kinds[0])
+        if kinds[0] in ("grid", "choice") and not values:
+            raise ValueError(f"{kinds[0]} is empty")
+        return self
+
+    @property
+    def kind(self) -> str:
+        return next(k for k, v in self.model_dump().items() if v is not None)
+
+    def example(self):
+        """A value from the domain, to check the field accepts it before any trial."""
+        v = getattr(self, self.kind)
+        return v[0] if self.kind in ("grid", "choice") else (int(v[0]) if self.kind == "randint" else float(v[0]))
+
+    def to_tune(self):
+        from ray import tune
+
+        v = getattr(self, self.kind)
+        return {"grid": lambda: tune.grid_search(list(v)), "choice": lambda: tune.choice(list(v)),
+                "uniform": lambda: tune.uniform(*v), "loguniform": lambda: tune.loguniform(*v),
+                "randint": lambda: tune.randint(*v)}[self.kind]()
+
+
+class Scheduler(_Strict):
+    name: Literal["none", "asha"] = "none"
+    grace_period: int = Field(5, ge=1, description="ASHA: iterations before a trial can be stopped")
+    reduction_factor: float = Field(3.0, gt=1)
+
+
+class Resources(_Strict):
+    cpu: float = Field(1.0, gt=0)
+    gpu: float = Field(0.0, ge=0)
+
+
+class SweepSpec(_Strict):
+    name: str = "sweep"
+    base: dict = {}
+    base_config: str | None = None  # a run YAML, relative to the spec file; `base` overrides it
+    search_space: dict[str, Domain]
+    num_samples: int = Field(1, ge=1)
+    scheduler: Scheduler = Scheduler()
+    max_concurrent_trials: int = Field(2, ge=1)
+    resources: Resources = Resources()
+
+
+def load_spec(path: str | Path) -> tuple[SweepSpec, dict]:
+    """The spec and its resolved base config; every check happens here, before any trial."""
+    path = Path(path)
+    raw = read_yaml_mapping(path, what="sweep spec")
+    if isinstance(raw.get("scheduler"), str):
+        raw["scheduler"] = {"name": raw["scheduler"]}
+    try:
+        spec = SweepSpec.model_validate(raw)
+    except ValidationError as err:
+        first = err.errors()[0]
+        field = ".".join(str(p) for p in first["loc"]) or "(top level)"
+        msg = "unknown field" if first["type"] == "extra_forbidden" else first["msg"]
+        raise UserError(f"{path}: {field}: {msg}") from None
+    if not spec.search_space:
+        raise UserError(f"{path}: search_space is empty: name at least one field to sweep")
+    base = read_yaml_mapping(path.parent / spec.base_config, "base config") if spec.base_config else {}
+    base = with_overrides(base, _flatten(spec.base))
+    if base.get("data_root"):  # Tune runs trials in their own folders: paths must be absolute
+        base["data_root"] = str((path.parent / base["data_root"]).resolve())
+    build_config(base, where=f"{path}: base")
+    for key, domain in spec.search_space.items():
+        build_config(with_overrides(base, {key: domain.example()}), where=f"{path}: search_space")
+    return spec, base
+
+
+def _flatten(d: dict, prefix: str = "") -> dict:
+    out = {}
+    for k, v in d.items():
+        if isinstance(v, dict) and v:
+            out.update(_flatten(v, f"{prefix}{k}."))
+        else:
+            out[f"{prefix}{k}"] = v
+    return out
+
+
+# ---------------------------------------------------------------------------- the trial
+def run_trial(config: dict) -> None:
+    """One Tune trial: a full `rledit train` run in the trial's folder."""
+    from ray import tune
+
+    from rledit_ray.training import train
+
+    cfg = build_config(with_overrides(config["base"], config["sweep"]), where="trial")
+    out = Path(tune.get_context().get_trial_dir()) / "run"
+
+    def report(row: dict) -> None:
+        tune.report({k: v for k, v in row.items() if isinstance(v, (int, float))})
+
+    metrics = train(cfg, out, progress=lambda line: None, on_iteration=report)
+    # The final report carries the chosen checkpoint's metrics on validation and test.
+    final = {f"final_{k}": v for k, v in metrics["after"].items() if isinstance(v, (int, float))}
+    tune.report({SCORE: metrics["final_selection_score"], **final, "finished": 1})
+
+
+def _trainable(spec: SweepSpec, base: dict):
+    from ray import tune
+
+    n_runners = build_config(base).agent.num_env_runners
+    runner_gpus = build_config(base).agent.num_gpus_per_env_runner
+    bundles = [{"CPU": spec.resources.cpu, "GPU": spec.resources.gpu}]
+    bundles += [{"CPU": 1.0, "GPU": runner_gpus}] * n_runners
+    return tune.with_resources(run_trial, tune.PlacementGroupFactory(bundles))
+
+
+def run_sweep(spec_path: str | Path, out: str | Path, resume: bool = False, address: str | None = None) -> Path:
+    from ray import tune
+
+    from rledit_ray.training import ensure_ray
+
+    spec, base = load_spec(spec_path)
+    out = Path(out).resolve()
+    experiment = out / spec.name
+    if resume and not experiment.exists():
+        raise UserError(f"nothing to resume: '{experiment}' does not exist")
+    if not resume and experiment.exists():
+        raise UserError(f"'{experiment}' already exists: pass --resume to continue it, or another --out")
+    # Save the experiment state often, so a killed driver loses at most seconds of
+    # bookkeeping and `--resume` never redoes a trial that had finished.
+    os.environ.setdefault("TUNE_GLOBAL_CHECKPOINT_S", "2")
+    ensure_ray(address)
+    trainable = _trainable(spec, base)
+    if resume:
+        tuner = tune.Tuner.restore(str(experiment), trainable=trainable, resume_unfinished=True,
+                                   restart_errored=True)
+    else:
+        scheduler = None
+        if spec.scheduler.name == "asha":
+            from ray.tune.schedulers import ASHAScheduler
+
+            scheduler = ASHAScheduler(time_attr="training_iteration",
+                                      max_t=build_config(base).training.iterations + 1,
+                                      grace_period=spec.scheduler.grace_period,
+                                      reduction_factor=spec.scheduler.reduction_factor)
+        tuner = tune.Tuner(
+            trainable,
+            param_space={"base": base, "sweep": {k: d.to_tune() for k, d in spec.search_space.items()}},
+            tune_config=tune.TuneConfig(metric=SCORE, mode="max", num_samples=spec.num_samples,
+                                        scheduler=scheduler, max_concurrent_trials=spec.max_concurrent_trials,
+                                        trial_dirname_creator=_trial_dirname),
+            run_config=tune.RunConfig(name=spec.name, storage_path=str(out), verbose=1),
+        )
+    grid = tuner.fit()
+    write_summary(grid, spec, out)
+    return out
+
+
+def _trial_dirname(trial) -> str:
+    return f"trial_{trial.trial_id}"
+
+
+# ---------------------------------------------------------------------------- the summary
+def _trial_rows(grid, spec: SweepSpec) -> list[dict]:
+    rows = []
+    for result in grid:
+        if result.path is None:
+            continue
+        swept = (result.config or {}).get("sweep", {})
+        run = Path(result.path) / "run"
+        row = {"trial": Path(result.path).name, **{k: swept.get(k) for k in spec.search_space}}
+        if (run / "metrics.json").is_file():
+            m = json.loads((run / "metrics.json").read_text())
+            row.update(status="finished", env_steps=m["env_steps"], score_val=m["final_selection_score"],
+                       **{k: v for k, v in m["after"].items() if isinstance(v, (int, float))})
+            row["history"] = m["history"]
+        else:
+            last = result.metrics or {}
+            row.update(status="stopped early" if not result.error else "error",
+                       env_steps=last.get("env_steps"), score_val=last.get(SCORE))
+            df = result.metrics_dataframe
+            row["history"] = df.to_dict("records") if df is not None else []
+        rows.append(row)
+    return rows
+
+
+def write_summary(grid, spec: SweepSpec, out: Path) -> list[dict]:
+    rows = _trial_rows(grid, spec)
+    scored = [r for r in rows if r["status"] == "finished" and r.get("score_val") is not None]
+    best = max(scored, key=lambda r: r["score_val"]) if scored else None
+    metric_keys = sorted({k for r in rows for k, v in r.items()
+                          if k.endswith(("_acc", "_auc", "_score", "_gap")) and k != "score_val"})
+    columns = ["trial", *spec.search_space, "status", "env_steps", "score_val", *metric_keys]
+    text = _csv_text(rows, columns)
+    atomic_write_text(out / "summary.csv", text)
+    lines = [f"# Sweep `{spec.name}`", "",
+             "Ranked on `score_val` (validation, scale-free); metrics without a suffix are on held-out test data. "
+             "**bold** = best trial.", "",
+             "| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+    for r in sorted(rows, key=lambda r: -(r.get("score_val") or -math.inf)):
+        cells = [_fmt(r.get(c)) for c in columns]
+        if r is best:
+            cells = [f"**{c}**" for c in cells]
+        lines.append("| " + " | ".join(cells) + " |")
+    if best:
+        lines += ["", f"Best trial: `{best['trial']}`; its run (checkpoint, edited weights, report): "
+                      f"`{spec.name}/{best['trial']}/run`."]
+    atomic_write_text(out / "summary.md", "\n".join(lines) + "\n")
+    write_json(out / "summary.json", {"best": best and best["trial"], "trials": [
+        {k: v for k, v in r.items() if k != "history"} for r in rows]})
+    _plots(rows, spec, out)
+    return rows
+
+
+def _csv_text(rows: list[dict], columns: list[str]) -> str:
+    import io
+
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=columns, extrasaction="ignore")
+    writer.writeheader()
+    for r in rows:
+        writer.writerow({c: r.get(c) for c in columns})
+    return buf.getvalue()
+
+
+def _fmt(v) -> str:
+    if isinstance(v, float):
+        return f"{v:.4f}"
+    return "" if v is None else str(v)
+
+
+def _plots(rows: list[dict], spec: SweepSpec, out: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    finished = [r for r in rows if r["status"] == "finished"]
+    x_keys, y_pair = list(spec.search_space), _pareto_pair(finished)
+
+    fig, axes = plt.subplots(1, len(x_keys), figsize=(4.5 * len(x_keys), 3.6), squeeze=False)
+    for ax, key in zip(axes[0], x_keys):
+        for metric in y_pair or ["score_val"]:
+            pts = sorted((r[key], r[metric]) for r in finished if isinstance(r.get(key), (int, float)))
+            ax.plot([p[0] for p in pts], [p[1] for p in pts], "o", label=metric)
+        ax.set(xlabel=key, title=f"final metrics vs {key}")
+        ax.legend(fontsize=8)
+    _save(fig, out / "metric_vs_swept.png")
+
+    if y_pair:
+        fig, ax = plt.subplots(figsize=(4.8, 4))
+        for r in finished:
+            ax.scatter(r[y_pair[0]], r[y_pair[1]])
+            ax.annotate(r["trial"].split("_")[-3] if r["trial"].count("_") > 2 else r["trial"],
+                        (r[y_pair[0]], r[y_pair[1]]), fontsize=6)
+        ax.set(xlabel=y_pair[0], ylabel=y_pair[1], title="trade-off per trial (test)")
+        _save(fig, out / "pareto.png")
+
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for r in rows:
+        pts = [(h.get("env_steps"), h.get(SCORE)) for h in r["history"] if h.get(SCORE) is not None]
+        if pts:
+            ax.plot([p[0] for p in pts], [p[1] for p in pts], label=", ".join(f"{k}={_fmt(r.get(k))}" for k in x_keys))
+    ax.set(xlabel="env steps", ylabel="validation score", title="learning curves")
+    ax.legend(fontsize=6)
+    _save(fig, out / "learning_curves.png")
+
+
+def _pareto_pair(rows: list[dict]) -> list[str] | None:
+    for pair in (["forget_acc", "retain_acc"], ["bias_score", "overall_auc"]):
+        if rows and all(k in rows[0] for k in pair):
+            return pair
+    return None
+
+
+def _save(fig, path: Path) -> None:
+    import matplotlib.pyplot as plt
+
+    fig.tight_layout()
+    tmp = path.with_name(f".{path.name}.tmp.png")
+    fig.savefig(tmp, dpi=100)
+    plt.close(fig)
+    tmp.replace(path)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point for `python -m rledit_ray.sweep` (what `ray job submit` runs)."""
+    from rledit_ray.cli import main as cli_main
+
+    return cli_main(["sweep", *(sys.argv[1:] if argv is None else argv)])
+
+
+if __name__ == "__main__":
+    sys.exit(main())
