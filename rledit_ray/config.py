@@ -65,6 +65,8 @@ class BiasConfig(_Strict):
     # Pools the reward samples come from (never validation or test). The head's own
     # training rows (fit) add samples; measured: edits generalise better with them.
     reward_pools: list[Literal["fit", "reward"]] = Field(["fit", "reward"], min_length=1)
+    # Utility minus this times |mean p(harmful) - original mean| on the reward samples.
+    calibration_coef: float = Field(0.0, ge=0)
 
 
 class AgentConfig(_Strict):

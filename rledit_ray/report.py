@@ -98,8 +98,30 @@ def write_curves(path: Path, history: list[dict], curve_keys=CURVES) -> None:
     tmp.replace(path)
 
 
+BIAS_SUMMARY = [("overall_auc", "overall AUC"), ("bias_score", "bias score"),
+                ("worst_group_bias_auc", "worst-group BPSN/BNSP AUC"), ("counterfactual_gap", "counterfactual gap")]
+
+
+def _bias_summary_table(runs: list[tuple[Path, dict]]) -> str:
+    """One row per bias run: each headline test metric as before -> after."""
+    rows = ["| run | world | seed | " + " | ".join(f"{label} (test)" for _, label in BIAS_SUMMARY)
+            + " | env steps | wall s |", "|---|---|---|" + "---|" * len(BIAS_SUMMARY) + "---|---|"]
+    for run, m in runs:
+        b, a = m["before"], m["after"]
+        cells = " | ".join(f"{_pct(b.get(k))} → {_pct(a.get(k))}" for k, _ in BIAS_SUMMARY)
+        rows.append(f"| {run.name} | {m['world']} | {m['seed']} | {cells} | {m['env_steps']} | {m['wall_time_s']:.0f} |")
+    return "\n".join(rows)
+
+
 def summary_table(run_dirs: list[Path]) -> str:
-    """Markdown table, one row per finished run directory (metrics.json)."""
+    """Markdown table, one row per finished run directory (metrics.json); one table per task."""
+    finished = [(Path(r), json.loads((Path(r) / "metrics.json").read_text()))
+                for r in run_dirs if (Path(r) / "metrics.json").is_file()]
+    bias_runs = [(r, m) for r, m in finished if m.get("task") == "bias"]
+    run_dirs = [r for r, m in finished if m.get("task") != "bias"]
+    if bias_runs and not run_dirs:
+        return _bias_summary_table(bias_runs)
+    tables = [_bias_summary_table(bias_runs)] if bias_runs else []
     rows = ["| run | world | seed | forget (test) | retain (test) | forget (train) | retain (train) | "
             "random policy forget / retain | env steps | wall s |", "|---|---|---|---|---|---|---|---|---|---|"]
     for run in run_dirs:
@@ -113,4 +135,4 @@ def summary_table(run_dirs: list[Path]) -> str:
             f"{_pct(a.get('forget_train_acc'))} | {_pct(a.get('retain_train_acc'))} | "
             f"{_pct(r.get('forget_acc'))} / {_pct(r.get('retain_acc'))} | {m['env_steps']} | {m['wall_time_s']:.0f} |"
         )
-    return "\n".join(rows)
+    return "\n\n".join(["\n".join(rows), *tables])

@@ -167,6 +167,17 @@ def test_every_objective_gives_a_reward(objective):
     assert 0 <= info["objective"] <= 1
 
 
+def test_calibration_term_charges_a_moved_threshold_only():
+    world = synthetic_world(MaskWorld)
+    task = world.task
+    ref = world.reference_logits
+    shifted = ref + torch.tensor([0.0, 2.0])  # every score up: same ranking, more flagged harmful
+    plain = task.reward_terms(shifted, ref)["utility"]
+    task.calibration_coef = 2.0
+    assert task.reward_terms(ref, ref)["utility"] == pytest.approx(plain, abs=1e-6)
+    assert task.reward_terms(shifted, ref)["utility"] < plain - 0.1
+
+
 # ----------------------------------------------------------------------------- config
 def test_bias_config_defaults_and_errors():
     cfg = build_config({"task": "bias"})

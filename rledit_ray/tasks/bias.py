@@ -126,12 +126,14 @@ class BiasTask:
     metric_input = "scores"  # metrics() takes a scores(name, set) -> p(harmful) function
 
     def __init__(self, data: BiasData, samples_per_set: int = 256, seed: int = 0,
-                 objective: str = "bias_score", temperature: float = 0.1, reward_pools=("reward",)):
+                 objective: str = "bias_score", temperature: float = 0.1, reward_pools=("reward",),
+                 calibration_coef: float = 0.0):
         if objective not in OBJECTIVES:
             raise UserError(f"unknown bias objective '{objective}': choose one of {', '.join(OBJECTIVES)}")
         if temperature <= 0:
             raise UserError(f"bias temperature must be > 0 (got {temperature})")
         self.data, self.objective, self.tau = data, objective, temperature
+        self.calibration_coef = calibration_coef
         gen = torch.Generator().manual_seed(seed)
         pool = _concat([getattr(data, name) for name in reward_pools])
         samples = self._balanced_sample(pool, samples_per_set, gen)
@@ -169,6 +171,11 @@ class BiasTask:
         z = (margin - margin.mean()) / margin.std().clamp_min(1e-6)
         pos, neg = self.reward_y == 1, self.reward_y == 0
         utility = soft_auc(z, pos, neg, self.tau)
+        if self.calibration_coef:
+            # AUCs ignore the decision threshold; this keeps the share flagged harmful (and
+            # so the accuracies at p = 0.5) near the original network's.
+            p, p0 = logits[:n].softmax(1)[:, 1], reference_logits[:n].softmax(1)[:, 1]
+            utility = utility - self.calibration_coef * (p.mean() - p0.mean()).abs()
         per_metric = {k: [] for k in bm.GROUP_AUCS}
         for g in range(self.reward_membership.shape[1]):
             member = self.reward_membership[:, g]

@@ -77,7 +77,7 @@ def _bias_parts(cfg: RunConfig):
                      emb["pair_swapped"], np.asarray([g for _, _, g in ds.pairs], np.int64))
     task = BiasTask(data, samples_per_set=cfg.samples.per_set, seed=cfg.seed,
                     objective=cfg.bias.objective, temperature=cfg.bias.temperature,
-                    reward_pools=tuple(cfg.bias.reward_pools))
+                    reward_pools=tuple(cfg.bias.reward_pools), calibration_coef=cfg.bias.calibration_coef)
     return model, meta, task
 
 
