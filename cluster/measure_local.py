@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shlex
 import statistics
 import subprocess
 import time
@@ -49,8 +50,9 @@ def submitted(root: Path, name: str, args: list[str], nodes: list[int]) -> dict:
         for cpus in nodes[1:]:
             cluster.add_node(num_cpus=cpus)
         t0 = time.time()
-        job = cluster.submit(["date", "+%s.%N", ">", str(stamp), "&&", "rledit", "train", *args,
-                              "--out", str(run)], working_dir=root / "job")
+        # One shell string: `ray job submit -- a b` quotes each word, so `>` and `&&` would be literal.
+        script = f"date +%s.%N > {shlex.quote(str(stamp))} && {shlex.join(['rledit', 'train', *args, '--out', str(run)])}"
+        job = cluster.submit(["sh", "-c", script], working_dir=root / "job")
         state = cluster.wait(job, timeout=900, poll=0.5)
         total = time.time() - t0
         if state != "SUCCEEDED":

@@ -5,6 +5,7 @@ EnvRunners (one CPU each) can only run one per node, and the test checks they di
 commands are the ones cluster/README.md documents.
 """
 import json
+from pathlib import Path
 
 import pytest
 import yaml
@@ -45,5 +46,12 @@ def test_job_submit_on_a_two_node_local_cluster(tmp_path):
         runners = cluster.actors("SingleAgentEnvRunner")
         assert len(runners) == 2, runners
         assert {a["node_id"] for a in runners} == set(nodes)  # one EnvRunner on each node
+
+        # Every process that built worlds said once which device they use: the driver in
+        # the job log, each EnvRunner (no GPU given: pinned to cpu) in its worker log.
+        assert "worlds in process" in cluster.logs(job)
+        worker_logs = [p.read_text(errors="replace") for p in Path(cluster.temp_dir).glob("n*/session_*/logs/worker-*.err")]
+        said = {line for text in worker_logs for line in text.splitlines() if "worlds in process" in line}
+        assert len(said) == 2 and all("use cpu (device: cpu)" in line for line in said), said  # one per runner
     finally:
         cluster.stop()
