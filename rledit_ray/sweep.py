@@ -294,13 +294,17 @@ def _plots(rows: list[dict], spec: SweepSpec, out: Path) -> None:
     finished = [r for r in rows if r["status"] == "finished"]
     x_keys, y_pair = list(spec.search_space), _pareto_pair(finished)
 
-    fig, axes = plt.subplots(1, len(x_keys), figsize=(4.5 * len(x_keys), 3.6), squeeze=False)
-    for ax, key in zip(axes[0], x_keys):
-        for metric in y_pair or ["score_val"]:
-            pts = sorted((r[key], r[metric]) for r in finished if isinstance(r.get(key), (int, float)))
-            ax.plot([p[0] for p in pts], [p[1] for p in pts], "o", label=metric)
-        ax.set(xlabel=key, title=f"final metrics vs {key}")
-        ax.legend(fontsize=8)
+    # One panel per (metric, swept field): forget and retain live on very different scales.
+    metrics = [*(y_pair or []), "score_val"]
+    fig, axes = plt.subplots(len(metrics), len(x_keys), figsize=(4.2 * len(x_keys), 2.8 * len(metrics)),
+                             squeeze=False)
+    for col, key in enumerate(x_keys):
+        for row, metric in enumerate(metrics):
+            ordered = sorted(finished, key=lambda r: (not isinstance(r[key], (int, float)), r[key]))
+            pts = [(str(r[key]), r[metric]) for r in ordered if r.get(metric) is not None]
+            axes[row][col].plot([p[0] for p in pts], [p[1] for p in pts], "o")
+            axes[row][col].set(xlabel=key, ylabel=metric)
+    fig.suptitle("final metrics vs swept value\n(test; score_val: validation)", fontsize=9)
     _save(fig, out / "metric_vs_swept.png")
 
     if y_pair:
