@@ -58,8 +58,11 @@ class LocalCluster:
         self.host = host
         self.object_store = str(object_store_mb * 2**20)
         self.env = ray_env(env)
-        # Short: Ray's socket paths live below it and must fit in 107 bytes.
+        # Short: Ray's socket paths live below it and must fit in 107 bytes. One --temp-dir
+        # per node below it: nodes sharing one would unpack a job's working_dir into the same
+        # folder, and one node's cleanup deletes it under the other node's workers.
         self.temp_dir = tempfile.mkdtemp(prefix="rlc-", dir="/tmp")
+        self._nodes = 0
         self.gcs_port, self.dashboard_port = free_port(host), free_port(host)
         self.commands: list[str] = []
         self._ray = str(Path(sys.executable).parent / "ray")
@@ -87,8 +90,10 @@ class LocalCluster:
     def _start_node(self, extra: list[str], num_cpus: int) -> None:
         ports = [f"{flag}={free_port(self.host)}" for flag in _NODE_PORTS]
         cmd = [self._ray, "start", *extra, f"--node-ip-address={self.host}", f"--num-cpus={num_cpus}",
-               "--num-gpus=0", f"--object-store-memory={self.object_store}", f"--temp-dir={self.temp_dir}",
+               "--num-gpus=0", f"--object-store-memory={self.object_store}",
+               f"--temp-dir={os.path.join(self.temp_dir, f'n{self._nodes}')}",
                "--min-worker-port=0", "--max-worker-port=0", "--disable-usage-stats", *ports]
+        self._nodes += 1
         self._run(cmd, timeout=120)
 
     def node_ids(self) -> list[str]:

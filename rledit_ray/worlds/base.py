@@ -16,6 +16,7 @@ from __future__ import annotations
 import logging
 import math
 import os
+import sys
 from dataclasses import dataclass
 
 import gymnasium as gym
@@ -84,14 +85,21 @@ def _announce_device(asked: str, chosen: torch.device) -> None:
         return
     _ANNOUNCED.add(chosen.type)
     visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+    # Ray workers (EnvRunners) leave logging unconfigured, so INFO would vanish there:
+    # write to stderr instead, which Ray keeps in the worker's log file.
+    say = log.info if log.isEnabledFor(logging.INFO) else _to_stderr
     if chosen.type == "cuda":
-        log.info("worlds in process %d use %s (%s; CUDA_VISIBLE_DEVICES=%s)", os.getpid(), chosen,
-                 torch.cuda.get_device_name(chosen), visible)
+        say("worlds in process %d use %s (%s; CUDA_VISIBLE_DEVICES=%s)", os.getpid(), chosen,
+            torch.cuda.get_device_name(chosen), visible)
     elif asked == "auto":
-        log.info("worlds in process %d use the CPU: no CUDA GPU visible (CUDA_VISIBLE_DEVICES=%s)",
-                 os.getpid(), visible)
+        say("worlds in process %d use the CPU: no CUDA GPU visible (CUDA_VISIBLE_DEVICES=%s)",
+            os.getpid(), visible)
     else:
-        log.info("worlds in process %d use %s (device: %s)", os.getpid(), chosen, asked)
+        say("worlds in process %d use %s (device: %s)", os.getpid(), chosen, asked)
+
+
+def _to_stderr(message: str, *args) -> None:
+    print(message % args, file=sys.stderr, flush=True)
 
 
 class EditWorld(gym.Env):
