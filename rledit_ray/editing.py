@@ -23,7 +23,9 @@ def find_checkpoint(path: str | Path) -> tuple[Path, Path]:
     if not path.exists():
         raise UserError(f"checkpoint '{path}' does not exist")
     path = path.resolve()  # RLlib reads checkpoints through pyarrow, which wants absolute paths
-    ckpt = path / "checkpoint" if (path / "checkpoint").is_dir() else path
+    # "checkpoint.old" is the previous best, left alone only when a save was killed between
+    # its two renames (training._save_checkpoint_atomically): still a complete checkpoint.
+    ckpt = next((path / name for name in ("checkpoint", "checkpoint.old") if (path / name).is_dir()), path)
     config = ckpt / CONFIG_NAME
     if not config.is_file():
         raise UserError(f"'{path}' is neither a run directory nor an rledit checkpoint (no {CONFIG_NAME})")

@@ -89,3 +89,15 @@ def test_policy_learns_to_forget_on_digits(world, tmp_path, ray_session):
     assert after["forget_acc"] <= 0.5 * before["forget_acc"], (before, after)
     assert after["forget_acc"] <= rand["forget_acc"] - 0.25, (rand, after)
     assert after["retain_acc"] >= before["retain_acc"] - 0.05, (before, after)
+
+
+def test_a_save_killed_between_its_renames_leaves_a_usable_checkpoint(trained_run, tmp_path):
+    import shutil
+
+    from rledit_ray.editing import find_checkpoint
+
+    run = tmp_path / "run"
+    shutil.copytree(trained_run, run)
+    (run / "checkpoint").rename(run / "checkpoint.old")  # the state right after the first rename
+    ckpt, config = find_checkpoint(run)
+    assert ckpt.name == "checkpoint.old" and config.is_file()
