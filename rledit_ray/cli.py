@@ -1,4 +1,4 @@
-"""The `rledit` command line: train, edit, eval.
+"""The `rledit` command line: train, edit, eval, sweep, compare.
 
 Every user mistake (bad flag value, unknown layer, missing file) ends as one line on
 stderr and exit status 2; anything else is a bug and keeps its traceback.
@@ -65,6 +65,19 @@ def _parser() -> argparse.ArgumentParser:
     w.add_argument("--resume", action="store_true", help="continue an interrupted sweep in --out")
     w.add_argument("--address", help="Ray cluster address (default: RAY_ADDRESS or a local Ray)")
 
+    c = sub.add_parser("compare", help="RL edits and hand-designed baselines side by side (comparison.csv/md/png)")
+    _add_run_flags(c)
+    c.add_argument("--methods", nargs="+", help="method names (default: original, every baseline, rl_mask, "
+                   "rl_shift, rl_mask_fc1); rl_<world>_<layer> edits that layer")
+    c.add_argument("--layer", action="append", default=[], help="also run rl_mask_<LAYER> (repeatable)")
+    c.add_argument("--seeds", type=int, default=3, help="number of seeds (default 3)")
+    c.add_argument("--first-seed", type=int, default=0,
+                   help="seeds FIRST..FIRST+N-1 (processes with disjoint seeds may share one --out)")
+    c.add_argument("--rl-iterations", type=int, help="PPO iterations for the RL rows (upper bound)")
+    c.add_argument("--rl-run", action="append", default=[], metavar="METHOD:SEED=RUN_DIR",
+                   help="reuse a finished `rledit train` run for that row instead of training")
+    c.add_argument("--out", required=True, help="output folder (rows are resumed from it)")
+
     s = sub.add_parser("summarize", help="print a markdown table of finished run directories")
     s.add_argument("runs", nargs="+", help="run directories")
     return parser
@@ -123,6 +136,25 @@ def cmd_sweep(args) -> int:
     return 0
 
 
+def cmd_compare(args) -> int:
+    from rledit_ray.compare import DEFAULT_METHODS, run_compare
+
+    if args.seed is not None:
+        raise UserError("compare runs several seeds: use --seeds N (and --first-seed S), not --seed")
+    rl_runs = {}
+    for item in args.rl_run:
+        key, sep, run = item.partition("=")
+        method, _, seed = key.partition(":")
+        if not (sep and run and seed.isdigit()):
+            raise UserError(f"--rl-run '{item}': expected METHOD:SEED=RUN_DIR, e.g. rl_mask:0=runs/mask-seed0")
+        rl_runs[(method, int(seed))] = run
+    methods = (args.methods or DEFAULT_METHODS) + [f"rl_mask_{layer}" for layer in args.layer]
+    run_compare(args.out, task=args.task or "unlearning", dataset=args.dataset, forget_classes=args.forget_classes,
+                methods=methods, seeds=args.seeds, first_seed=args.first_seed, config_path=args.config, rl_iterations=args.rl_iterations,
+                rl_runs=rl_runs)
+    return 0
+
+
 def cmd_summarize(args) -> int:
     from rledit_ray.report import summary_table
 
@@ -140,7 +172,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         args = _parser().parse_args(argv)
         return {"train": cmd_train, "edit": cmd_edit, "eval": cmd_eval,
-                "sweep": cmd_sweep, "summarize": cmd_summarize}[args.command](args)
+                "sweep": cmd_sweep, "summarize": cmd_summarize, "compare": cmd_compare}[args.command](args)
     except UserError as err:
         print(f"rledit: error: {err}", file=sys.stderr)
         return 2

@@ -1,0 +1,234 @@
+"""`rledit compare`: RL edits and hand-designed unlearning baselines, side by side.
+
+Every method sees the same target network, the same splits and the same seed, and is scored
+by the same code (rledit_ray/evaluation.py). Method names:
+- `original`: the unedited target (a reference row);
+- the baselines by their registry names (rledit_ray/baselines: retrain, finetune, ...);
+- `rl_<world>` (rl_mask, rl_shift): an RL policy trained with `rledit train` on the default
+  layer; `rl_<world>_<layer>` (e.g. rl_mask_fc1) edits that layer instead.
+
+The output folder holds one JSON per (method, seed) under rows/ (written as each finishes, so
+an interrupted comparison resumes where it stopped), the RL run directories under runs/, and
+comparison.csv / comparison.md / comparison.png, rewritten after every row.
+"""
+from __future__ import annotations
+
+import copy
+import csv
+import io
+import json
+import math
+import os
+import re
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from rledit_ray.baselines import BASELINES, BaselineSettings, run_baseline
+from rledit_ray.config import build_config, read_yaml_mapping, with_overrides
+from rledit_ray.errors import UserError
+from rledit_ray.evaluation import evaluate_unlearning, gap_to_retrain
+from rledit_ray.report import write_json
+from rledit_ray.targets import atomic_write_text
+from rledit_ray.worlds.layers import resolve_edit_layers
+
+RL_PATTERN = re.compile(r"^rl_(mask|shift)(?:_(\w+))?$")
+DEFAULT_METHODS = ["original", *BASELINES, "rl_mask", "rl_shift", "rl_mask_fc1"]
+# (column, label, is a fraction) for the markdown table, in order.
+COLUMNS = [
+    ("ua", "UA (1 - forget train acc)", True),
+    ("retain_train_acc", "RA (retain train acc)", True),
+    ("retain_acc", "TA (retain test acc)", True),
+    ("forget_acc", "forget test acc", True),
+    ("mia_efficacy", "MIA efficacy", True),
+    ("probe_acc", "probe recovery", True),
+    ("gap_to_retrain", "avg gap to retrain", True),
+    ("time_s", "time (s)", False),
+]
+
+
+def check_methods(methods: list[str]) -> list[str]:
+    for m in methods:
+        if m != "original" and m not in BASELINES and not RL_PATTERN.match(m):
+            raise UserError(f"unknown method '{m}': choose original, {', '.join(BASELINES)}, "
+                            f"rl_mask, rl_shift or rl_<world>_<layer>")
+    return list(dict.fromkeys(methods))
+
+
+def rl_config(base: dict, method: str, seed: int, iterations: int | None):
+    world, layer = RL_PATTERN.match(method).groups()
+    over = {"world": world, "seed": seed, **({"edit": [layer]} if layer else {}),
+            **({"training.iterations": iterations} if iterations else {})}
+    return build_config(with_overrides(base, over), where=f"config of {method}")
+
+
+def run_compare(out: str | Path, task: str = "unlearning", dataset: str | None = None,
+                forget_classes: list[int] | None = None, methods: list[str] | None = None,
+                seeds: int = 3, first_seed: int = 0, config_path: str | None = None, rl_iterations: int | None = None,
+                rl_runs: dict[tuple[str, int], str] | None = None, progress=print) -> Path:
+    """Run every method for seeds first_seed..first_seed+seeds-1; returns the output folder.
+    Several processes may share one folder with disjoint seeds (rows are per-seed files)."""
+    from rledit_ray.data import load_dataset, unlearning_splits
+    from rledit_ray.targets import load_target
+
+    if task != "unlearning":
+        raise UserError(f"compare supports --task unlearning only so far (got '{task}')")
+    if seeds < 1:
+        raise UserError(f"--seeds must be >= 1 (got {seeds})")
+    methods = check_methods(methods or DEFAULT_METHODS)
+    torch.set_num_threads(1)  # tiny ops on shared cores: threads cost more than they give
+    base = read_yaml_mapping(config_path) if config_path else {}
+    base = with_overrides(base, {"task": task, **({"dataset": dataset} if dataset else {}),
+                                 **({"forget_classes": forget_classes} if forget_classes else {})})
+    cfg = build_config(base)
+    ds = load_dataset(cfg.dataset, root=cfg.data_root, source=cfg.data_source)
+    target, _ = load_target(ds, seed=cfg.target_seed)
+    for m in methods:  # refuse bad layer names before hours of work, not after
+        if RL_PATTERN.match(m):
+            resolve_edit_layers(target, rl_config(base, m, 0, rl_iterations).edit)
+    out = Path(out).resolve()
+    (out / "rows").mkdir(parents=True, exist_ok=True)
+    splits = unlearning_splits(ds, cfg.forget_classes)
+    progress(f"compare: {cfg.dataset}, forget {list(cfg.forget_classes)}, methods {', '.join(methods)}, "
+             f"seeds {first_seed}..{first_seed + seeds - 1} -> {out}")
+    started = time.perf_counter()
+    for seed in range(first_seed, first_seed + seeds):
+        for method in methods:
+            path = out / "rows" / f"{method}-seed{seed}.json"
+            if path.is_file():
+                continue
+            if method == "original":
+                model, seconds, extra = target, 0.0, {}
+            elif method in BASELINES:
+                model, seconds = run_baseline(method, target, splits, BaselineSettings(seed=seed, dataset=cfg.dataset))
+                extra = {}
+            else:
+                model, seconds, extra = _rl_edit(base, method, seed, rl_iterations, target, out,
+                                                 (rl_runs or {}).get((method, seed)), progress)
+            row = {"method": method, "seed": seed, "time_s": seconds,
+                   **evaluate_unlearning(model, splits, seed=seed), **extra}
+            write_json(path, row)
+            progress(f"seed {seed} {method:16s} {seconds:7.1f} s | forget train {row['forget_train_acc']:.2%} "
+                     f"test {row['forget_acc']:.2%} | retain test {row['retain_acc']:.2%} | "
+                     f"MIA {row['mia_efficacy']:.2%} | probe {row['probe_acc']:.2%}")
+            write_outputs(out)
+    write_outputs(out)
+    progress(f"compare finished in {time.perf_counter() - started:.0f} s: {out / 'comparison.md'}")
+    return out
+
+
+def _rl_edit(base: dict, method: str, seed: int, iterations, target, out: Path, reuse: str | None, progress):
+    """Train the RL policy (or reuse a finished run) and load its edited weights."""
+    from safetensors.torch import load_file
+
+    from rledit_ray.training import train
+
+    cfg = rl_config(base, method, seed, iterations)
+    run = Path(reuse) if reuse else out / "runs" / f"{method}-seed{seed}"
+    if not (run / "metrics.json").is_file():
+        if reuse:
+            raise UserError(f"--rl-run {method}:{seed}: '{run}' holds no finished run (metrics.json)")
+        train(cfg, run, progress=lambda line: progress(f"  [{method} seed {seed}] {line}"))
+    metrics = json.loads((run / "metrics.json").read_text())
+    for key in ("dataset", "forget_classes", "world"):
+        if key in metrics and metrics[key] != getattr(cfg, key):
+            raise UserError(f"run '{run}' has {key}={metrics[key]}, the comparison needs {getattr(cfg, key)}")
+    model = copy.deepcopy(target)
+    model.load_state_dict(load_file(str(run / "edited_weights.safetensors")))
+    return model, float(metrics["wall_time_s"]), {"env_steps": metrics.get("env_steps"), "run_dir": str(run)}
+
+
+# ----------------------------------------------------------------------------- outputs
+def load_rows(out: Path) -> list[dict]:
+    rows = [json.loads(p.read_text()) for p in sorted((Path(out) / "rows").glob("*.json"))]
+    retrain = {r["seed"]: r for r in rows if r["method"] == "retrain"}
+    for r in rows:
+        # Paired with the same seed's retrain: both saw the same sampling randomness.
+        r["gap_to_retrain"] = gap_to_retrain(r, retrain[r["seed"]]) if r["seed"] in retrain else float("nan")
+    return rows
+
+
+def write_outputs(out: Path) -> None:
+    rows = load_rows(out)
+    if not rows:
+        return
+    keys = ["method", "seed", *[c for c, _, _ in COLUMNS],
+            *sorted({k for r in rows for k in r} - {"method", "seed", *[c for c, _, _ in COLUMNS]})]
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=keys, extrasaction="ignore", lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(rows)
+    atomic_write_text(out / "comparison.csv", buf.getvalue())
+    atomic_write_text(out / "comparison.md", markdown_table(rows) + "\n")
+    write_plot(out / "comparison.png", rows)
+
+
+def _ordered_methods(rows: list[dict]) -> list[str]:
+    order = {m: i for i, m in enumerate(DEFAULT_METHODS)}
+    return sorted({r["method"] for r in rows}, key=lambda m: (order.get(m, len(order)), m))
+
+
+def mean_spread(values: list[float]) -> tuple[float, float]:
+    v = [x for x in values if x is not None and not math.isnan(x)]
+    if not v:
+        return float("nan"), float("nan")
+    return float(np.mean(v)), float(np.std(v, ddof=1)) if len(v) > 1 else 0.0
+
+
+def markdown_table(rows: list[dict]) -> str:
+    seeds = sorted({r["seed"] for r in rows})
+    lines = ["| method | seeds | " + " | ".join(label for _, label, _ in COLUMNS) + " |",
+             "|---|---|" + "---|" * len(COLUMNS)]
+    for method in _ordered_methods(rows):
+        mine = [r for r in rows if r["method"] == method]
+        cells = []
+        for key, _, frac in COLUMNS:
+            mean, sd = mean_spread([r.get(key, float("nan")) for r in mine])
+            if math.isnan(mean):
+                cells.append("n/a")
+            elif frac:
+                cells.append(f"{100 * mean:.2f} ± {100 * sd:.2f}")
+            else:
+                cells.append(f"{mean:.1f} ± {sd:.1f}")
+        lines.append(f"| {method} | {len(mine)} | " + " | ".join(cells) + " |")
+    lines += ["", f"Mean ± standard deviation over seeds {', '.join(map(str, seeds))}, in percent (time in seconds). "
+              "UA/RA/forget on the fit pool's forget/retain sets, TA and forget test acc on held-out test images; "
+              "MIA efficacy: share of the forget set a confidence attack calls non-member (retrain ~100); "
+              "probe recovery: balanced test accuracy of a linear probe for the forgotten class on the "
+              "penultimate features (50 = gone); gap: mean |UA, RA, TA, MIA - retrain's| for the same seed. "
+              "RL time is the whole `rledit train` run (PPO training plus its evaluations)."]
+    return "\n".join(lines)
+
+
+def write_plot(path: Path, rows: list[dict]) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    methods = _ordered_methods(rows)
+    metrics = [("ua", "UA"), ("retain_acc", "TA"), ("mia_efficacy", "MIA"), ("probe_acc", "probe")]
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(13, 4.2), gridspec_kw={"width_ratios": [3, 1]})
+    width = 0.8 / len(metrics)
+    x = np.arange(len(methods))
+    for i, (key, label) in enumerate(metrics):
+        stats = [mean_spread([r[key] for r in rows if r["method"] == m]) for m in methods]
+        ax1.bar(x + (i - (len(metrics) - 1) / 2) * width, [s[0] for s in stats], width,
+                yerr=[s[1] for s in stats], label=label, capsize=2)
+    ax1.set_xticks(x, methods, rotation=30, ha="right")
+    ax1.set(ylabel="fraction", ylim=(0, 1.05), title="unlearning metrics (mean ± sd over seeds)")
+    ax1.legend(ncol=4, fontsize=8, loc="lower left")
+    times = [mean_spread([r["time_s"] for r in rows if r["method"] == m]) for m in methods]
+    ax2.barh(x, [t[0] for t in times], xerr=[t[1] for t in times], color="gray")
+    ax2.set_yticks(x, methods)
+    ax2.set(xlabel="seconds (log)", title="wall time")
+    if any(t[0] > 0 for t in times):
+        ax2.set_xscale("log")
+    ax2.invert_yaxis()
+    fig.tight_layout()
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}.png")
+    fig.savefig(tmp, dpi=110)
+    plt.close(fig)
+    tmp.replace(path)

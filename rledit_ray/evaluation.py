@@ -1,0 +1,117 @@
+"""Shared evaluation of an unlearned network, for RL edits and hand-designed baselines alike.
+
+Metric names follow the project's (fractions, not percent):
+- forget_train_acc / retain_train_acc: accuracy on the forget / retain set (fit pool; the
+  retain set capped at a fixed random RETAIN_TRAIN_ROWS);
+  in the SalUn / l1-sparse convention UA = 1 - forget_train_acc, RA = retain_train_acc;
+- forget_acc / retain_acc: held-out test images of the forgotten / other classes (TA = retain_acc);
+- forget_val_acc / retain_val_acc: the validation pool;
+- mia_efficacy: a confidence-based membership-inference attack (SVC on p(true label), as in
+  SalUn's SVC_MIA "confidence") trained on retain-train images (members) vs retain-test
+  images (non-members), applied to the forget set; the fraction it calls non-member.
+  Retraining from scratch is near 1: the forget set then looks like unseen data;
+- probe_acc: a linear probe (logistic regression) on the penultimate features (the input of
+  the last nn.Linear) trained on the fit pool to tell the forgotten class from the rest,
+  balanced accuracy on test. 0.5 = gone from the representation; a head-only edit leaves
+  it near the original's, whatever its forget accuracy says;
+- gap_to_retrain: mean |x - x_retrain| over UA, RA, TA and MIA (lower = closer to the gold standard).
+"""
+from __future__ import annotations
+
+import numpy as np
+import torch
+from torch import nn
+
+from rledit_ray.data import LabeledSet, UnlearningSplits
+from rledit_ray.baselines.common import last_linear
+
+SETS = {"forget_train": "forget_train", "retain_train": "retain_train", "forget_val": "forget_val",
+        "retain_val": "retain_val", "forget": "forget_test", "retain": "retain_test"}
+# MNIST's retain set (~50k images) would be 70% of an evaluation's forward passes (~1 min on
+# 2 busy cores); a fixed random 10k of it (the same rows for every method and seed) gives RA
+# within ~0.1 percentage point.
+RETAIN_TRAIN_ROWS = 10_000
+SUBSET_SEED = 4321
+# Rows per side for the attack and the probe: enough for stable numbers, cheap on 2 cores.
+MIA_ROWS = 2000
+PROBE_ROWS = 3000
+GAP_KEYS = ("ua", "retain_train_acc", "retain_acc", "mia_efficacy")
+
+
+def forward(model: nn.Module, data: LabeledSet, batch: int = 2048) -> tuple[torch.Tensor, torch.Tensor]:
+    """(logits, penultimate features) of the whole network on a set."""
+    feats = []
+    hook = last_linear(model).register_forward_hook(lambda m, inp, out: feats.append(inp[0].detach()))
+    try:
+        with torch.inference_mode():
+            logits = [model(data.x[i : i + batch]) for i in range(0, len(data), batch)]
+    finally:
+        hook.remove()
+    if not logits:
+        return torch.empty(0, 0), torch.empty(0, 0)
+    return torch.cat(logits).float(), torch.cat(feats).flatten(1).float()
+
+
+def confidence(logits: torch.Tensor, y: torch.Tensor) -> np.ndarray:
+    return logits.softmax(1).gather(1, y[:, None]).squeeze(1).numpy()
+
+
+def mia_efficacy(members: np.ndarray, non_members: np.ndarray, target: np.ndarray, seed: int = 0) -> float:
+    """Fraction of `target` rows an attack trained on members (1) vs non-members (0) calls
+    non-member. Inputs are per-row features (1-D: one feature)."""
+    from sklearn.svm import SVC
+
+    rng = np.random.default_rng(seed)
+    members, non_members = _rows(members, MIA_ROWS, rng), _rows(non_members, MIA_ROWS, rng)
+    n = min(len(members), len(non_members))  # balanced, so the attack has no prior to lean on
+    x = np.concatenate([members[:n], non_members[:n]]).reshape(2 * n, -1)
+    y = np.concatenate([np.ones(n), np.zeros(n)])
+    attack = SVC(C=3, gamma="auto", kernel="rbf").fit(x, y)  # SalUn's SVC_MIA settings
+    return float((attack.predict(np.asarray(target).reshape(len(target), -1)) == 0).mean())
+
+
+def probe_accuracy(train_x: np.ndarray, train_is_forget: np.ndarray, test_x: np.ndarray,
+                   test_is_forget: np.ndarray, seed: int = 0) -> float:
+    """Balanced test accuracy of a logistic-regression probe for "is the forgotten class"."""
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.metrics import balanced_accuracy_score
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    probe = make_pipeline(StandardScaler(), LogisticRegression(max_iter=500, class_weight="balanced",
+                                                               random_state=seed))
+    probe.fit(train_x, train_is_forget)
+    return float(balanced_accuracy_score(test_is_forget, probe.predict(test_x)))
+
+
+def evaluate_unlearning(model: nn.Module, splits: UnlearningSplits, seed: int = 0) -> dict[str, float]:
+    """Every unlearning metric of `model` on `splits` (see the module docstring)."""
+    model = model.eval()
+    out, cache = {}, {}
+    for name, attr in SETS.items():
+        data = getattr(splits, attr)
+        if name == "retain_train" and len(data) > RETAIN_TRAIN_ROWS:
+            data = data.sample(RETAIN_TRAIN_ROWS, torch.Generator().manual_seed(SUBSET_SEED))
+        logits, feats = forward(model, data)
+        cache[name] = (data, logits, feats)
+        out[f"{name}_acc"] = float((logits.argmax(1) == data.y).float().mean()) if len(data) else float("nan")
+    out["ua"] = 1.0 - out["forget_train_acc"]
+
+    conf = {k: confidence(cache[k][1], cache[k][0].y) for k in ("retain_train", "retain", "forget_train")}
+    out["mia_efficacy"] = mia_efficacy(conf["retain_train"], conf["retain"], conf["forget_train"], seed)
+
+    rng = np.random.default_rng(seed)
+    f_tr, r_tr = _rows(cache["forget_train"][2].numpy(), PROBE_ROWS, rng), _rows(cache["retain_train"][2].numpy(), PROBE_ROWS, rng)
+    f_te, r_te = cache["forget"][2].numpy(), cache["retain"][2].numpy()
+    out["probe_acc"] = probe_accuracy(
+        np.concatenate([f_tr, r_tr]), np.r_[np.ones(len(f_tr)), np.zeros(len(r_tr))],
+        np.concatenate([f_te, r_te]), np.r_[np.ones(len(f_te)), np.zeros(len(r_te))], seed)
+    return out
+
+
+def gap_to_retrain(metrics: dict, retrain: dict) -> float:
+    return float(np.mean([abs(metrics[k] - retrain[k]) for k in GAP_KEYS]))
+
+
+def _rows(a: np.ndarray, n: int, rng: np.random.Generator) -> np.ndarray:
+    return a if len(a) <= n else a[rng.choice(len(a), n, replace=False)]
