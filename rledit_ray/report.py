@@ -10,16 +10,6 @@ import yaml
 
 from rledit_ray.targets import atomic_write_text
 
-REPORTED = [
-    ("forget_acc", "forget accuracy (test)"),
-    ("retain_acc", "retain accuracy (test)"),
-    ("forget_train_acc", "forget accuracy (train: forget set)"),
-    ("retain_train_acc", "retain accuracy (train: retain set)"),
-    ("forget_val_acc", "forget accuracy (validation)"),
-    ("retain_val_acc", "retain accuracy (validation)"),
-]
-
-
 def write_json(path: Path, data: dict) -> None:
     atomic_write_text(path, json.dumps(data, indent=2, default=float) + "\n")
 
@@ -32,11 +22,11 @@ def _pct(x) -> str:
     return "n/a" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{100 * x:.2f}%"
 
 
-def write_report(path: Path, metrics: dict, config_dict: dict, task=None) -> None:
-    """`task` supplies its table rows, a note and extra sections (default: unlearning's rows)."""
+def write_report(path: Path, metrics: dict, config_dict: dict, task) -> None:
+    """`task` supplies its table rows, a note and extra sections."""
     rows = ["| metric | before | random policy | after (RL edit) |", "|---|---|---|---|"]
     rand = metrics.get("random_policy", {})
-    for key, label in getattr(task, "report_rows", REPORTED):
+    for key, label in task.report_rows:
         if key in metrics["after"]:
             rows.append(f"| {label} | {_pct(metrics['before'].get(key))} | {_pct(rand.get(key))} | "
                         f"{_pct(metrics['after'][key])} |")
@@ -45,9 +35,8 @@ def write_report(path: Path, metrics: dict, config_dict: dict, task=None) -> Non
                 and (k != "forget_classes" or config_dict.get("task", "unlearning") == "unlearning")}
     if config_dict.get("task") == "bias":
         settings["bias"] = config_dict.get("bias")
-    note = getattr(task, "report_note",
-                   "checkpoint chosen on the validation split; forget/retain accuracy are on held-out test images.")
-    sections = task.report_sections(metrics) if task is not None else []
+    note = task.report_note
+    sections = task.report_sections(metrics)
     settings["step_size"] = metrics.get("step_size")
     lines = [
         f"# rledit run: {metrics['task']} on {config_dict.get('dataset')} ({metrics['world']} world, seed {metrics['seed']})",
