@@ -18,7 +18,6 @@ import csv
 import io
 import json
 import math
-import os
 import re
 import time
 from pathlib import Path
@@ -30,7 +29,7 @@ from rledit_ray.baselines import BASELINES, BaselineSettings, run_baseline
 from rledit_ray.config import build_config, read_yaml_mapping, with_overrides
 from rledit_ray.errors import UserError
 from rledit_ray.evaluation import evaluate_unlearning, gap_to_retrain
-from rledit_ray.report import write_json
+from rledit_ray.report import save_figure, write_json
 from rledit_ray.targets import atomic_write_text
 from rledit_ray.worlds.layers import resolve_edit_layers
 
@@ -227,8 +226,4 @@ def write_plot(path: Path, rows: list[dict]) -> None:
     if any(t[0] > 0 for t in times):
         ax2.set_xscale("log")
     ax2.invert_yaxis()
-    fig.tight_layout()
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}.png")
-    fig.savefig(tmp, dpi=110)
-    plt.close(fig)
-    tmp.replace(path)
+    save_figure(fig, path)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 from pathlib import Path
 
 import yaml
@@ -80,9 +81,16 @@ def write_curves(path: Path, history: list[dict], curve_keys=CURVES) -> None:
         ax2.plot([h["env_steps"] for h in evaluated], [h[key] for h in evaluated], marker=".", label=label)
     ax2.set(xlabel="env steps", ylabel="fraction", title="deterministic policy, validation", ylim=(-0.02, 1.02))
     ax2.legend()
+    save_figure(fig, path)
+
+
+def save_figure(fig, path: Path, dpi: int = 110) -> None:
+    """Lay out, write to a temporary PNG and rename it in place, then free the figure."""
+    import matplotlib.pyplot as plt
+
     fig.tight_layout()
-    tmp = path.with_name(f".{path.name}.tmp.png")
-    fig.savefig(tmp, dpi=110)
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}.png")
+    fig.savefig(tmp, dpi=dpi)
     plt.close(fig)
     tmp.replace(path)
 

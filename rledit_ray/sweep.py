@@ -37,7 +37,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from rledit_ray.config import build_config, read_yaml_mapping, with_overrides
 from rledit_ray.errors import UserError
-from rledit_ray.report import write_json
+from rledit_ray.report import save_figure, write_json
 from rledit_ray.targets import atomic_write_text
 
 SCORE = "selection_score"  # reported by training.train on every evaluated iteration
@@ -305,7 +305,7 @@ def _plots(rows: list[dict], spec: SweepSpec, out: Path) -> None:
             axes[row][col].plot([p[0] for p in pts], [p[1] for p in pts], "o")
             axes[row][col].set(xlabel=key, ylabel=metric)
     fig.suptitle("final metrics vs swept value\n(test; score_val: validation)", fontsize=9)
-    _save(fig, out / "metric_vs_swept.png")
+    save_figure(fig, out / "metric_vs_swept.png", dpi=100)
 
     if y_pair:
         fig, ax = plt.subplots(figsize=(4.8, 4))
@@ -314,7 +314,7 @@ def _plots(rows: list[dict], spec: SweepSpec, out: Path) -> None:
             ax.annotate(r["trial"].split("_")[-3] if r["trial"].count("_") > 2 else r["trial"],
                         (r[y_pair[0]], r[y_pair[1]]), fontsize=6)
         ax.set(xlabel=y_pair[0], ylabel=y_pair[1], title="trade-off per trial (test)")
-        _save(fig, out / "pareto.png")
+        save_figure(fig, out / "pareto.png", dpi=100)
 
     fig, ax = plt.subplots(figsize=(6, 4))
     for r in rows:
@@ -323,7 +323,7 @@ def _plots(rows: list[dict], spec: SweepSpec, out: Path) -> None:
             ax.plot([p[0] for p in pts], [p[1] for p in pts], label=", ".join(f"{k}={_fmt(r.get(k))}" for k in x_keys))
     ax.set(xlabel="env steps", ylabel="validation score", title="learning curves")
     ax.legend(fontsize=6)
-    _save(fig, out / "learning_curves.png")
+    save_figure(fig, out / "learning_curves.png", dpi=100)
 
 
 def _pareto_pair(rows: list[dict]) -> list[str] | None:
@@ -331,16 +331,6 @@ def _pareto_pair(rows: list[dict]) -> list[str] | None:
         if rows and all(k in rows[0] for k in pair):
             return pair
     return None
-
-
-def _save(fig, path: Path) -> None:
-    import matplotlib.pyplot as plt
-
-    fig.tight_layout()
-    tmp = path.with_name(f".{path.name}.tmp.png")
-    fig.savefig(tmp, dpi=100)
-    plt.close(fig)
-    tmp.replace(path)
 
 
 def main(argv: list[str] | None = None) -> int:

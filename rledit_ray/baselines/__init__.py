@@ -14,7 +14,6 @@ from __future__ import annotations
 import copy
 import time
 
-import torch
 from torch import nn
 
 from rledit_ray.baselines import finetune, gradient_ascent, neggrad_plus, random_labels, retrain, ssd
