@@ -136,7 +136,7 @@ def train(cfg: RunConfig, out: str | Path, progress=print, address: str | None =
         "episode_length": cfg.episode_length, "step_size": cfg.effective_step_size,
         "before": before, "after": after, "random_policy": rand,
         "final_selection_score": task.selection_score(after),
-        "final_reward_terms": {k: v for k, v in final.items()},
+        "final_reward_terms": dict(final),
         "env_steps": env_steps, "iterations": len(history), "best_iteration": best["iteration"],
         "wall_time_s": time.perf_counter() - started,
         "target": world.target_metadata, "history": history,
