@@ -1,4 +1,4 @@
-"""The `rledit` command line: train, edit, eval, sweep, compare.
+"""The `rledit` command line: train, edit, eval, sweep, compare, bench.
 
 Every user mistake (bad flag value, unknown layer, missing file) ends as one line on
 stderr and exit status 2; anything else is a bug and keeps its traceback.
@@ -78,6 +78,10 @@ def _parser() -> argparse.ArgumentParser:
                    help="reuse a finished `rledit train` run for that row instead of training")
     c.add_argument("--out", required=True, help="output folder (rows are resumed from it)")
 
+    b = sub.add_parser("bench", help="env-step throughput against the forward-pass limit (see benchmarks/)")
+    from rledit_ray.bench import add_arguments
+    add_arguments(b)
+
     s = sub.add_parser("summarize", help="print a markdown table of finished run directories")
     s.add_argument("runs", nargs="+", help="run directories")
     return parser
@@ -155,6 +159,16 @@ def cmd_compare(args) -> int:
     return 0
 
 
+def cmd_bench(args) -> int:
+    from rledit_ray import bench
+
+    # Progress and log lines go to stderr: stdout holds only the tables (or the JSON).
+    for handler in logging.getLogger().handlers:
+        if isinstance(handler, logging.StreamHandler):
+            handler.setStream(sys.stderr)
+    return bench.main(args)
+
+
 def cmd_summarize(args) -> int:
     from rledit_ray.report import summary_table
 
@@ -172,7 +186,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         args = _parser().parse_args(argv)
         return {"train": cmd_train, "edit": cmd_edit, "eval": cmd_eval,
-                "sweep": cmd_sweep, "summarize": cmd_summarize, "compare": cmd_compare}[args.command](args)
+                "sweep": cmd_sweep, "summarize": cmd_summarize, "compare": cmd_compare,
+                "bench": cmd_bench}[args.command](args)
     except UserError as err:
         print(f"rledit: error: {err}", file=sys.stderr)
         return 2

@@ -75,6 +75,9 @@ class BiasConfig(_Strict):
 class AgentConfig(_Strict):
     num_env_runners: int = Field(0, ge=0)
     num_envs_per_env_runner: int = Field(1, ge=1)
+    # "batched": an EnvRunner's sub-envs are one WorldBatch (one stacked forward pass per
+    # step where the edit allows it); "sync": gymnasium's SyncVectorEnv, one world at a time.
+    vectorize: Literal["batched", "sync"] = "batched"
     num_gpus_per_env_runner: float = Field(0.0, ge=0)
     num_learners: int = Field(0, ge=0)
     num_gpus_per_learner: float = Field(0.0, ge=0)

@@ -23,7 +23,7 @@ from rledit_ray.config import RunConfig
 from rledit_ray.errors import UserError
 from rledit_ray.report import write_config, write_curves, write_json, write_report
 from rledit_ray.targets import save_weights
-from rledit_ray.worlds import WORLD_IDS, build_world
+from rledit_ray.worlds import WORLD_IDS, build_env, build_world
 from rledit_ray.worlds.rollout import random_policy, run_episode
 
 log = logging.getLogger(__name__)
@@ -86,7 +86,7 @@ def train(cfg: RunConfig, out: str | Path, progress=print, address: str | None =
     ensure_ray(address)
     settings = AgentSettings(**cfg.agent.model_dump(), seed=cfg.seed)
     env_config = {**config_dict, "factor_layout": world.factor_layout}
-    algo = build_ppo_config(WORLD_IDS[cfg.world], build_world, env_config, settings).build_algo()
+    algo = build_ppo_config(WORLD_IDS[cfg.world], build_env, env_config, settings).build_algo()
 
     history, best, env_steps, ckpt = [], None, 0, run_dir / "checkpoint"
     first = 1

@@ -37,6 +37,10 @@ class AgentSettings:
 
     num_env_runners: int = 0
     num_envs_per_env_runner: int = 1
+    # "batched" asks the env creator for all sub-envs of a runner at once (it receives
+    # `num_envs` in its config and must return a gymnasium VectorEnv, as
+    # rledit_ray.worlds.build_env does); "sync" is RLlib's default SyncVectorEnv.
+    vectorize: str = "sync"
     num_gpus_per_env_runner: float = 0.0
     num_learners: int = 0
     num_gpus_per_learner: float = 0.0
@@ -141,6 +145,7 @@ def build_ppo_config(
         .env_runners(
             num_env_runners=s.num_env_runners,
             num_envs_per_env_runner=s.num_envs_per_env_runner,
+            gym_env_vectorize_mode="vector_entry_point" if s.vectorize == "batched" else "sync",
             num_gpus_per_env_runner=s.num_gpus_per_env_runner,
             # "auto" = train batch / (runners * envs per runner): each iteration
             # samples exactly train_batch_size steps, whatever the runner count.

@@ -2,7 +2,8 @@
 import gymnasium as gym
 
 from rledit_ray.worlds.base import EditWorld, WorldSettings, resolve_device
-from rledit_ray.worlds.factory import build_world, world_settings
+from rledit_ray.worlds.batched import WorldBatch
+from rledit_ray.worlds.factory import build_env, build_world, world_settings
 from rledit_ray.worlds.layers import EditLayer, resolve_edit_layers, split_point
 from rledit_ray.worlds.mask import MaskWorld
 from rledit_ray.worlds.shift import ShiftWorld
@@ -14,6 +15,6 @@ for _world_id, _entry in ((WORLD_IDS["mask"], "make_mask_world"), (WORLD_IDS["sh
         gym.register(_world_id, entry_point=f"rledit_ray.worlds.factory:{_entry}")
 
 __all__ = [
-    "EditWorld", "WorldSettings", "resolve_device", "build_world", "world_settings",
+    "EditWorld", "WorldSettings", "WorldBatch", "resolve_device", "build_env", "build_world", "world_settings",
     "EditLayer", "resolve_edit_layers", "split_point", "MaskWorld", "ShiftWorld", "WORLD_IDS",
 ]

@@ -21,6 +21,7 @@ from rledit_ray.targets.text_head import load_text_head
 from rledit_ray.tasks import UnlearningTask
 from rledit_ray.tasks.bias import BiasTask, bias_data
 from rledit_ray.worlds.base import EditWorld, WorldSettings
+from rledit_ray.worlds.batched import WorldBatch
 from rledit_ray.worlds.mask import MaskWorld
 from rledit_ray.worlds.shift import ShiftWorld
 
@@ -95,6 +96,18 @@ def build_world(config: RunConfig | dict) -> EditWorld:
     )
     world.target_metadata = shared["meta"]
     return world
+
+
+def build_env(env_config: dict) -> EditWorld | WorldBatch:
+    """RLlib's env creator. RLlib asks for all sub-envs of an EnvRunner at once (adding
+    `num_envs` to the env_config) when the agent's `vectorize` is "batched"; they become
+    one WorldBatch. Without `num_envs` this is `build_world`."""
+    env_config = dict(env_config)
+    num_envs = env_config.pop("num_envs", None)
+    if num_envs is None:
+        return build_world(env_config)
+    cfg = build_config({k: v for k, v in env_config.items() if k not in AGENT_ONLY_KEYS}, where="env_config")
+    return WorldBatch(lambda: build_world(cfg), int(num_envs))
 
 
 def make_mask_world(**config) -> EditWorld:

@@ -15,5 +15,6 @@ class MaskWorld(EditWorld):
 
     def _edit(self, i: int, delta: torch.Tensor) -> torch.Tensor:
         lo, hi = self.settings.mask_bounds
-        self.masks[i] = (self.masks[i] * (1.0 + self.settings.step_size * delta)).clamp_(lo, hi)
+        # In place: on a big layer each temporary costs as much as the arithmetic.
+        self.masks[i].mul_(delta.mul_(self.settings.step_size).add_(1.0)).clamp_(lo, hi)
         return self.original[i] * self.masks[i]

@@ -1,0 +1,361 @@
+"""Env-step throughput against its physical limit: `rledit bench`.
+
+An env step is almost all one forward pass of the network suffix behind the edited layer on
+the reward samples. This measures, in one process and side by side (repeats interleaved, so
+a noisy shared machine slows every column alike):
+
+  limit   the suffix forward pass on the reward samples alone, as steps/s;
+  world   one world stepped with random actions (no Ray), and a WorldBatch of M worlds
+          (one stacked forward pass per step);
+  rllib   RLlib EnvRunner sampling with R remote EnvRunners (0 = the driver's own runner)
+          and M sub-envs per runner, batched or gymnasium-sync vectorised;
+  ppo     one PPO training iteration of the config, split into sampling and learning.
+
+How to run:
+    rledit bench                       # default and heavy configs, a few minutes on 2 cores
+    rledit bench --configs heavy --runners 0 --envs 1,8 --json
+    python benchmarks/env_steps.py ... # the same
+
+What to expect (2 shared CPU cores, MNIST CNN): heavy (fc1 edited, 1024 reward samples per
+set) is bound by the forward pass: the world runs at ~90% of the limit and RLlib at most of
+the world's rate. default (fc2, 256 per set) has a ~50 us forward pass, so Python and the
+RL framework's per-step cost bound it instead; the table reports that overhead in us.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import sys
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from rledit_ray.config import RunConfig, build_config, with_overrides
+from rledit_ray.errors import UserError
+
+# What each named configuration changes in the default unlearning training config.
+BENCH_CONFIGS = {
+    "default": {},
+    "heavy": {"edit": ["fc1.weight", "fc1.bias"], "samples": {"per_set": 1024}},
+}
+
+
+@dataclass
+class BenchOptions:
+    configs: list[str] = field(default_factory=lambda: ["default", "heavy"])
+    world: str = "mask"
+    dataset: str = "mnist"
+    repeats: int = 3
+    seconds: float = 1.0  # minimum duration of one timed repeat
+    runners: list[int] = field(default_factory=lambda: [0, 2])
+    envs: list[int] = field(default_factory=lambda: [1, 4, 8])
+    samples: list[int] = field(default_factory=lambda: [64, 256, 1024])
+    ppo_iterations: int = 2
+    address: str | None = None
+
+    def check(self) -> "BenchOptions":
+        unknown = [c for c in self.configs if c not in BENCH_CONFIGS]
+        if unknown:
+            raise UserError(f"unknown bench config '{unknown[0]}': choose from {', '.join(BENCH_CONFIGS)}")
+        for name in ("runners", "envs", "samples"):
+            values = getattr(self, name)
+            if not values or min(values) < (0 if name == "runners" else 1):
+                raise UserError(f"--{name} needs a comma-separated list of {'non-negative' if name == 'runners' else 'positive'} integers")
+        if self.repeats < 1 or self.seconds <= 0:
+            raise UserError("--repeats must be >= 1 and --seconds > 0")
+        return self
+
+
+def bench_config(name: str, opts: BenchOptions, **changes) -> RunConfig:
+    base = {"world": opts.world, "dataset": opts.dataset}
+    return build_config(with_overrides({**base, **BENCH_CONFIGS[name]}, changes)).check()
+
+
+# ---------------------------------------------------------------------- timing helpers
+def _rate(run, seconds: float) -> float:
+    """Units per second of `run()` (which returns how many units it did), calling it until
+    at least `seconds` have passed."""
+    done, start = 0, time.perf_counter()
+    while True:
+        done += run()
+        elapsed = time.perf_counter() - start
+        if elapsed >= seconds:
+            return done / elapsed
+
+
+def _interleaved(measures: dict, repeats: int, seconds: float) -> dict[str, list[float]]:
+    """Rates of each measure per repeat, the repeats taken in turn (a, b, c, a, b, c, ...),
+    so that repeat i of every measure saw about the same machine load."""
+    rates = {name: [] for name in measures}
+    for run in measures.values():  # warm-up: first calls allocate and fill caches
+        run()
+    for _ in range(repeats):
+        for name, run in measures.items():
+            rates[name].append(_rate(run, seconds))
+    return rates
+
+
+def _median(values: list[float]) -> float:
+    return statistics.median(values)
+
+
+def _paired_ratio(top: list[float], bottom: list[float]) -> float:
+    """Median over repeats of top/bottom measured in the same repeat: steadier than a ratio
+    of medians when the load changes between repeats."""
+    return statistics.median(t / b for t, b in zip(top, bottom))
+
+
+def _forward_pass(world):
+    def run():
+        world.reward_logits()
+        return 1
+    return run
+
+
+def _world_steps(world, seed: int = 0):
+    rng = np.random.default_rng(seed)
+    actions = rng.uniform(-1, 1, (64,) + world.action_space.shape).astype(np.float32)
+    world.reset(seed=seed)
+    state = {"i": 0}
+
+    def run():
+        _, _, terminated, truncated, _ = world.step(actions[state["i"] % 64])
+        state["i"] += 1
+        if terminated or truncated:
+            world.reset()
+        return 1
+    return run
+
+
+def _batch_steps(batch, seed: int = 0):
+    rng = np.random.default_rng(seed)
+    actions = rng.uniform(-1, 1, (64,) + batch.action_space.shape).astype(np.float32)
+    batch.reset(seed=seed)
+    state = {"i": 0, "resetting": np.zeros(batch.num_envs, bool)}
+
+    def run():
+        # Steps of sub-envs that were resetting (next-step autoreset) are not env steps.
+        stepped = int((~state["resetting"]).sum())
+        _, _, terminated, truncated, _ = batch.step(actions[state["i"] % 64])
+        state["i"] += 1
+        state["resetting"] = terminated | truncated
+        return stepped
+    return run
+
+
+# ---------------------------------------------------------------------- measurements
+def measure_world(cfg: RunConfig, envs: list[int], opts: BenchOptions) -> dict:
+    """Limit, one world and WorldBatches of each size, interleaved."""
+    from rledit_ray.worlds import WorldBatch, build_world
+
+    world = build_world(cfg)
+    measures = {"limit": _forward_pass(world), "world": _world_steps(world)}
+    for m in envs:
+        if m > 1:
+            measures[f"batch{m}"] = _batch_steps(WorldBatch(lambda: build_world(cfg), m))
+    rates = _interleaved(measures, opts.repeats, opts.seconds)
+    return {"rates": {k: _median(v) for k, v in rates.items()},
+            "over_limit": {k: _paired_ratio(v, rates["limit"]) for k, v in rates.items()},
+            "over_world": {k: _paired_ratio(v, rates["world"]) for k, v in rates.items()},
+            "reward_rows": int(len(world.reward_h)), "action_dims": int(world.action_space.shape[0]),
+            "obs_dims": int(world.observation_space.shape[0]), "edited": [l.module_name for l in world.layers]}
+
+
+def _build_algo(cfg: RunConfig, runners: int, envs: int, vectorize: str):
+    from rledit_ray.agent import AgentSettings, build_ppo_config
+    from rledit_ray.worlds import WORLD_IDS, build_env, build_world
+
+    agent = {**cfg.agent.model_dump(), "num_env_runners": runners, "num_envs_per_env_runner": envs,
+             "vectorize": vectorize}
+    world = build_world(cfg)
+    env_config = {**cfg.model_dump(mode="json"), "factor_layout": world.factor_layout}
+    settings = AgentSettings(**agent, seed=cfg.seed)
+    return build_ppo_config(WORLD_IDS[cfg.world], build_env, env_config, settings).build_algo()
+
+
+def _sampling(algo, runners: int, steps: int):
+    """One sampling round of `steps` env steps per runner; returns the env steps done."""
+    if runners == 0:
+        return lambda: sum(len(e) for e in algo.env_runner.sample(num_timesteps=steps, explore=True))
+    group = algo.env_runner_group
+
+    def run():
+        counts = group.foreach_env_runner(
+            lambda r: sum(len(e) for e in r.sample(num_timesteps=steps, explore=True)), local_env_runner=False)
+        return sum(counts)
+    return run
+
+
+def measure_rllib(cfg: RunConfig, runners: int, envs: int, vectorize: str, opts: BenchOptions,
+                  world_rate: float) -> dict:
+    """RLlib sampling steps/s beside one raw world stepped in this process (same repeats)."""
+    from rledit_ray.worlds import build_world
+
+    algo = _build_algo(cfg, runners, envs, vectorize)
+    try:
+        # About a quarter of a second of raw world steps per call, in whole episodes.
+        T = cfg.episode_length
+        steps = max(envs * T, int(world_rate * 0.25) // T * T)
+        measures = {"world": _world_steps(build_world(cfg)), "rllib": _sampling(algo, runners, steps)}
+        rates = _interleaved(measures, opts.repeats, opts.seconds)
+    finally:
+        algo.stop()
+    return {"runners": runners, "envs_per_runner": envs, "vectorize": vectorize,
+            "rllib_steps_per_s": _median(rates["rllib"]), "world_steps_per_s": _median(rates["world"]),
+            "rllib_over_world": _paired_ratio(rates["rllib"], rates["world"])}
+
+
+def measure_ppo_iteration(cfg: RunConfig, iterations: int) -> dict:
+    """Seconds per PPO iteration of the config as it trains, split as RLlib times it."""
+    algo = _build_algo(cfg, cfg.agent.num_env_runners, cfg.agent.num_envs_per_env_runner, cfg.agent.vectorize)
+    try:
+        rows = []
+        for _ in range(iterations + 1):  # the first iteration also builds and warms up
+            start = time.perf_counter()
+            result = algo.train()
+            timers = result.get("timers", {})
+            rows.append({"total_s": time.perf_counter() - start,
+                         "sampling_s": timers.get("env_runner_sampling_timer"),
+                         "learning_s": timers.get("learner_update_timer")})
+    finally:
+        algo.stop()
+    last = rows[1:] or rows
+    return {key: statistics.median(r[key] for r in last if r[key] is not None) if any(r[key] is not None for r in last)
+            else None for key in ("total_s", "sampling_s", "learning_s")} | {
+        "env_steps": cfg.agent.train_batch_size}
+
+
+def bench_one(name: str, opts: BenchOptions, progress=print) -> dict:
+    cfg = bench_config(name, opts)
+    progress(f"[{name}] world: limit, one world, batches of {opts.envs} ...")
+    world = measure_world(cfg, opts.envs, opts)
+    rates = world["rates"]
+    limit, world_rate = rates["limit"], rates["world"]
+    settings = {"edit": cfg.edit, "samples_per_set": cfg.samples.per_set, "reward_rows": world["reward_rows"],
+                "world": cfg.world, "dataset": cfg.dataset, "episode_length": cfg.episode_length,
+                "action_dims": world["action_dims"], "obs_dims": world["obs_dims"], "torch_threads": cfg.torch_threads}
+
+    rllib_rows = []
+    for runners in opts.runners:
+        for envs in opts.envs:
+            for vectorize in (("batched", "sync") if envs > 1 else ("batched",)):
+                progress(f"[{name}] rllib: {runners} runners x {envs} envs ({vectorize}) ...")
+                rllib_rows.append(measure_rllib(cfg, runners, envs, vectorize, opts, world_rate))
+
+    scaling = []
+    for n in opts.samples:
+        progress(f"[{name}] scaling: {n} reward samples per set ...")
+        scaled = measure_world(bench_config(name, opts, **{"samples.per_set": n}), [], opts)
+        scaling.append({"samples_per_set": n, "limit_steps_per_s": scaled["rates"]["limit"],
+                        "world_steps_per_s": scaled["rates"]["world"], "world_over_limit": scaled["over_limit"]["world"]})
+
+    progress(f"[{name}] one PPO iteration ...")
+    ppo = measure_ppo_iteration(cfg, opts.ppo_iterations)
+    best = max(rllib_rows, key=lambda r: r["rllib_steps_per_s"]) if rllib_rows else None
+    return {
+        "name": name,
+        "limit_steps_per_s": limit,
+        "world_steps_per_s": world_rate,
+        "rllib_steps_per_s": best["rllib_steps_per_s"] if best else None,
+        "settings": settings,
+        "world_over_limit": world["over_limit"]["world"],
+        "overhead_us_per_step": (1 / world_rate - 1 / limit) * 1e6,
+        "batches": [{"envs": int(k[5:]), "steps_per_s": v, "over_limit": world["over_limit"][k],
+                     "over_world": world["over_world"][k]} for k, v in rates.items() if k.startswith("batch")],
+        "best_rllib": best,
+        "rllib": rllib_rows,
+        "samples_scaling": scaling,
+        "ppo_iteration": ppo,
+    }
+
+
+def run_bench(opts: BenchOptions, progress=print) -> dict:
+    import torch
+
+    from rledit_ray.training import ensure_ray
+
+    opts.check()
+    if opts.address is None and not os.environ.get("RAY_ADDRESS") and max(opts.runners) > (os.cpu_count() or 1):
+        raise UserError(f"--runners {max(opts.runners)} needs that many CPUs but this machine has {os.cpu_count()}: "
+                        "lower it or pass --address of a bigger Ray cluster")
+    ensure_ray(opts.address)
+    torch.set_num_threads(bench_config(opts.configs[0], opts).torch_threads)
+    return {"configs": [bench_one(name, opts, progress) for name in opts.configs],
+            "repeats": opts.repeats, "seconds_per_repeat": opts.seconds}
+
+
+# ---------------------------------------------------------------------- output
+def format_tables(result: dict) -> str:
+    lines = []
+    for c in result["configs"]:
+        s = c["settings"]
+        lines += [
+            f"## {c['name']}: edit {', '.join(s['edit'])}, {s['samples_per_set']} reward samples per set "
+            f"({s['reward_rows']} rows), {s['world']} world, {s['action_dims']} action dims, {s['obs_dims']} obs dims",
+            "",
+            "| measure | steps/s | / limit | / world |",
+            "|---|---|---|---|",
+            f"| limit (suffix forward pass alone) | {c['limit_steps_per_s']:.0f} | 1.00 | |",
+            f"| world (1 env, no Ray) | {c['world_steps_per_s']:.0f} | {c['world_over_limit']:.2f} | 1.00 |",
+        ]
+        for b in c["batches"]:
+            lines.append(f"| WorldBatch of {b['envs']} (no Ray) | {b['steps_per_s']:.0f} | {b['over_limit']:.2f} | "
+                         f"{b['over_world']:.2f} |")
+        lines += ["", f"Per-step overhead beyond the forward pass: {c['overhead_us_per_step']:.0f} us "
+                      f"(forward pass {1e6 / c['limit_steps_per_s']:.0f} us).", "",
+                  "| RLlib runners | sub-envs per runner | vectorize | RLlib steps/s | raw world steps/s (same run) | RLlib / world |",
+                  "|---|---|---|---|---|---|"]
+        for r in c["rllib"]:
+            lines.append(f"| {r['runners']} | {r['envs_per_runner']} | {r['vectorize']} | {r['rllib_steps_per_s']:.0f} | "
+                         f"{r['world_steps_per_s']:.0f} | {r['rllib_over_world']:.2f} |")
+        lines += ["", "| reward samples per set | limit steps/s | world steps/s | world / limit |", "|---|---|---|---|"]
+        for r in c["samples_scaling"]:
+            lines.append(f"| {r['samples_per_set']} | {r['limit_steps_per_s']:.0f} | {r['world_steps_per_s']:.0f} | "
+                         f"{r['world_over_limit']:.2f} |")
+        p = c["ppo_iteration"]
+        fmt = lambda v: "n/a" if v is None else f"{v:.2f} s"  # noqa: E731
+        lines += ["", f"PPO iteration ({p['env_steps']} env steps, the config's agent settings): {fmt(p['total_s'])} "
+                      f"(sampling {fmt(p['sampling_s'])}, learning {fmt(p['learning_s'])}).", ""]
+    lines.append(f"Rates: medians of {result['repeats']} interleaved repeats of >= {result['seconds_per_repeat']:g} s "
+                 "each; ratios: medians of the ratios within each repeat.")
+    return "\n".join(lines)
+
+
+def _int_list(text: str) -> list[int]:
+    try:
+        return [int(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got '{text}'") from None
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--configs", type=lambda t: [v for v in t.split(",") if v], default=["default", "heavy"],
+                        help=f"comma-separated, from: {', '.join(BENCH_CONFIGS)} (default: all)")
+    parser.add_argument("--world", default="mask", help="mask (default) or shift")
+    parser.add_argument("--dataset", default="mnist", help="mnist (default) or digits")
+    parser.add_argument("--runners", type=_int_list, default=[0, 2], help="remote EnvRunner counts (default 0,2)")
+    parser.add_argument("--envs", type=_int_list, default=[1, 4, 8], help="sub-envs per runner (default 1,4,8)")
+    parser.add_argument("--samples", type=_int_list, default=[64, 256, 1024],
+                        help="reward samples per set for the scaling table (default 64,256,1024)")
+    parser.add_argument("--repeats", type=int, default=3, help="timed repeats per measure (median reported)")
+    parser.add_argument("--seconds", type=float, default=1.0, help="minimum seconds per timed repeat")
+    parser.add_argument("--ppo-iterations", type=int, default=2)
+    parser.add_argument("--address", help="Ray cluster address (default: a local Ray)")
+    parser.add_argument("--json", action="store_true", help="print one JSON object instead of tables")
+
+
+def options_from_args(args: argparse.Namespace) -> BenchOptions:
+    return BenchOptions(configs=args.configs, world=args.world, dataset=args.dataset, repeats=args.repeats,
+                        seconds=args.seconds, runners=args.runners, envs=args.envs, samples=args.samples,
+                        ppo_iterations=args.ppo_iterations, address=args.address)
+
+
+def main(args: argparse.Namespace) -> int:
+    opts = options_from_args(args)
+    # Progress goes to stderr so that --json output stays one parseable object.
+    result = run_bench(opts, progress=lambda line: print(line, file=sys.stderr, flush=True))
+    print(json.dumps(result) if args.json else format_tables(result))
+    return 0
