@@ -75,26 +75,32 @@ def bench_config(name: str, opts: BenchOptions, **changes) -> RunConfig:
 
 
 # ---------------------------------------------------------------------- timing helpers
-def _rate(run, seconds: float) -> float:
-    """Units per second of `run()` (which returns how many units it did), calling it until
-    at least `seconds` have passed."""
-    done, start = 0, time.perf_counter()
+CLOCKS = ("wall", "cpu")
+
+
+def _rate(run, seconds: float) -> dict[str, float]:
+    """Units per second of `run()` (which returns how many units it did), called until at
+    least `seconds` of wall time have passed; by the wall clock and by this process's CPU
+    time. On a shared machine the CPU clock leaves out the time other jobs held the cores,
+    so it measures the cost of in-process work (it is meaningless for remote runners)."""
+    done, wall0, cpu0 = 0, time.perf_counter(), time.process_time()
     while True:
         done += run()
-        elapsed = time.perf_counter() - start
-        if elapsed >= seconds:
-            return done / elapsed
+        wall = time.perf_counter() - wall0
+        if wall >= seconds:
+            return {"wall": done / wall, "cpu": done / max(time.process_time() - cpu0, 1e-9)}
 
 
-def _interleaved(measures: dict, repeats: int, seconds: float) -> dict[str, list[float]]:
-    """Rates of each measure per repeat, the repeats taken in turn (a, b, c, a, b, c, ...),
+def _interleaved(measures: dict, repeats: int, seconds: float) -> dict[str, dict[str, list[float]]]:
+    """{clock: {measure: rate per repeat}}, the repeats taken in turn (a, b, c, a, b, c, ...)
     so that repeat i of every measure saw about the same machine load."""
-    rates = {name: [] for name in measures}
+    rates = {clock: {name: [] for name in measures} for clock in CLOCKS}
     for run in measures.values():  # warm-up: first calls allocate and fill caches
         run()
     for _ in range(repeats):
         for name, run in measures.items():
-            rates[name].append(_rate(run, seconds))
+            for clock, rate in _rate(run, seconds).items():
+                rates[clock][name].append(rate)
     return rates
 
 
@@ -148,7 +154,8 @@ def _batch_steps(batch, seed: int = 0):
 
 # ---------------------------------------------------------------------- measurements
 def measure_world(cfg: RunConfig, envs: list[int], opts: BenchOptions) -> dict:
-    """Limit, one world and WorldBatches of each size, interleaved."""
+    """Limit, one world and WorldBatches of each size, interleaved; per clock, the median
+    rates and the ratios to the limit and to one world."""
     from rledit_ray.worlds import WorldBatch, build_world
 
     world = build_world(cfg)
@@ -156,11 +163,12 @@ def measure_world(cfg: RunConfig, envs: list[int], opts: BenchOptions) -> dict:
     for m in envs:
         if m > 1:
             measures[f"batch{m}"] = _batch_steps(WorldBatch(lambda: build_world(cfg), m))
-    rates = _interleaved(measures, opts.repeats, opts.seconds)
-    return {"rates": {k: _median(v) for k, v in rates.items()},
-            "over_limit": {k: _paired_ratio(v, rates["limit"]) for k, v in rates.items()},
-            "over_world": {k: _paired_ratio(v, rates["world"]) for k, v in rates.items()},
-            "reward_rows": int(len(world.reward_h)), "action_dims": int(world.action_space.shape[0]),
+    by_clock = _interleaved(measures, opts.repeats, opts.seconds)
+    out = {clock: {"rates": {k: _median(v) for k, v in rates.items()},
+                   "over_limit": {k: _paired_ratio(v, rates["limit"]) for k, v in rates.items()},
+                   "over_world": {k: _paired_ratio(v, rates["world"]) for k, v in rates.items()}}
+           for clock, rates in by_clock.items()}
+    return {**out, "reward_rows": int(len(world.reward_h)), "action_dims": int(world.action_space.shape[0]),
             "obs_dims": int(world.observation_space.shape[0]), "edited": [l.module_name for l in world.layers]}
 
 
@@ -203,9 +211,12 @@ def measure_rllib(cfg: RunConfig, runners: int, envs: int, vectorize: str, opts:
         rates = _interleaved(measures, opts.repeats, opts.seconds)
     finally:
         algo.stop()
+    wall, cpu = rates["wall"], rates["cpu"]
     return {"runners": runners, "envs_per_runner": envs, "vectorize": vectorize,
-            "rllib_steps_per_s": _median(rates["rllib"]), "world_steps_per_s": _median(rates["world"]),
-            "rllib_over_world": _paired_ratio(rates["rllib"], rates["world"])}
+            "rllib_steps_per_s": _median(wall["rllib"]), "world_steps_per_s": _median(wall["world"]),
+            "rllib_over_world": _paired_ratio(wall["rllib"], wall["world"]),
+            # Only the driver's own runner samples inside this process.
+            "cpu_rllib_over_world": _paired_ratio(cpu["rllib"], cpu["world"]) if runners == 0 else None}
 
 
 def measure_ppo_iteration(cfg: RunConfig, iterations: int) -> dict:
@@ -232,8 +243,7 @@ def bench_one(name: str, opts: BenchOptions, progress=print) -> dict:
     cfg = bench_config(name, opts)
     progress(f"[{name}] world: limit, one world, batches of {opts.envs} ...")
     world = measure_world(cfg, opts.envs, opts)
-    rates = world["rates"]
-    limit, world_rate = rates["limit"], rates["world"]
+    wall, cpu = world["wall"], world["cpu"]
     settings = {"edit": cfg.edit, "samples_per_set": cfg.samples.per_set, "reward_rows": world["reward_rows"],
                 "world": cfg.world, "dataset": cfg.dataset, "episode_length": cfg.episode_length,
                 "action_dims": world["action_dims"], "obs_dims": world["obs_dims"], "torch_threads": cfg.torch_threads}
@@ -243,28 +253,38 @@ def bench_one(name: str, opts: BenchOptions, progress=print) -> dict:
         for envs in opts.envs:
             for vectorize in (("batched", "sync") if envs > 1 else ("batched",)):
                 progress(f"[{name}] rllib: {runners} runners x {envs} envs ({vectorize}) ...")
-                rllib_rows.append(measure_rllib(cfg, runners, envs, vectorize, opts, world_rate))
+                rllib_rows.append(measure_rllib(cfg, runners, envs, vectorize, opts, wall["rates"]["world"]))
 
     scaling = []
     for n in opts.samples:
         progress(f"[{name}] scaling: {n} reward samples per set ...")
         scaled = measure_world(bench_config(name, opts, **{"samples.per_set": n}), [], opts)
-        scaling.append({"samples_per_set": n, "limit_steps_per_s": scaled["rates"]["limit"],
-                        "world_steps_per_s": scaled["rates"]["world"], "world_over_limit": scaled["over_limit"]["world"]})
+        scaling.append({"samples_per_set": n, "limit_steps_per_s": scaled["wall"]["rates"]["limit"],
+                        "world_steps_per_s": scaled["wall"]["rates"]["world"],
+                        "world_over_limit": scaled["wall"]["over_limit"]["world"],
+                        "cpu_world_over_limit": scaled["cpu"]["over_limit"]["world"]})
 
     progress(f"[{name}] one PPO iteration ...")
     ppo = measure_ppo_iteration(cfg, opts.ppo_iterations)
     best = max(rllib_rows, key=lambda r: r["rllib_steps_per_s"]) if rllib_rows else None
+
+    def per_clock(view):
+        limit, one = view["rates"]["limit"], view["rates"]["world"]
+        return {"limit_steps_per_s": limit, "world_steps_per_s": one, "world_over_limit": view["over_limit"]["world"],
+                "overhead_us_per_step": (1 / one - 1 / limit) * 1e6}
+
     return {
         "name": name,
-        "limit_steps_per_s": limit,
-        "world_steps_per_s": world_rate,
+        # The headline fields are wall-clock rates; "cpu_clock" repeats them by CPU time.
+        "limit_steps_per_s": wall["rates"]["limit"],
+        "world_steps_per_s": wall["rates"]["world"],
         "rllib_steps_per_s": best["rllib_steps_per_s"] if best else None,
         "settings": settings,
-        "world_over_limit": world["over_limit"]["world"],
-        "overhead_us_per_step": (1 / world_rate - 1 / limit) * 1e6,
-        "batches": [{"envs": int(k[5:]), "steps_per_s": v, "over_limit": world["over_limit"][k],
-                     "over_world": world["over_world"][k]} for k, v in rates.items() if k.startswith("batch")],
+        **{k: v for k, v in per_clock(wall).items() if k in ("world_over_limit", "overhead_us_per_step")},
+        "cpu_clock": per_clock(cpu),
+        "batches": [{"envs": int(k[5:]), "steps_per_s": v, "over_limit": wall["over_limit"][k],
+                     "over_world": wall["over_world"][k], "cpu_over_limit": cpu["over_limit"][k]}
+                    for k, v in wall["rates"].items() if k.startswith("batch")],
         "best_rllib": best,
         "rllib": rllib_rows,
         "samples_scaling": scaling,
@@ -289,38 +309,46 @@ def run_bench(opts: BenchOptions, progress=print) -> dict:
 
 # ---------------------------------------------------------------------- output
 def format_tables(result: dict) -> str:
+    def ratio(v):
+        return "" if v is None else f"{v:.2f}"
+
     lines = []
     for c in result["configs"]:
-        s = c["settings"]
+        s, cpu = c["settings"], c["cpu_clock"]
         lines += [
             f"## {c['name']}: edit {', '.join(s['edit'])}, {s['samples_per_set']} reward samples per set "
             f"({s['reward_rows']} rows), {s['world']} world, {s['action_dims']} action dims, {s['obs_dims']} obs dims",
             "",
-            "| measure | steps/s | / limit | / world |",
-            "|---|---|---|---|",
-            f"| limit (suffix forward pass alone) | {c['limit_steps_per_s']:.0f} | 1.00 | |",
-            f"| world (1 env, no Ray) | {c['world_steps_per_s']:.0f} | {c['world_over_limit']:.2f} | 1.00 |",
+            "| measure | steps/s | / limit | / world | / limit (CPU clock) |",
+            "|---|---|---|---|---|",
+            f"| limit (suffix forward pass alone) | {c['limit_steps_per_s']:.0f} | 1.00 | | 1.00 |",
+            f"| world (1 env, no Ray) | {c['world_steps_per_s']:.0f} | {c['world_over_limit']:.2f} | 1.00 | "
+            f"{cpu['world_over_limit']:.2f} |",
         ]
         for b in c["batches"]:
             lines.append(f"| WorldBatch of {b['envs']} (no Ray) | {b['steps_per_s']:.0f} | {b['over_limit']:.2f} | "
-                         f"{b['over_world']:.2f} |")
-        lines += ["", f"Per-step overhead beyond the forward pass: {c['overhead_us_per_step']:.0f} us "
-                      f"(forward pass {1e6 / c['limit_steps_per_s']:.0f} us).", "",
-                  "| RLlib runners | sub-envs per runner | vectorize | RLlib steps/s | raw world steps/s (same run) | RLlib / world |",
-                  "|---|---|---|---|---|---|"]
+                         f"{b['over_world']:.2f} | {b['cpu_over_limit']:.2f} |")
+        lines += ["", f"Per-step overhead beyond the forward pass: {c['overhead_us_per_step']:.0f} us wall, "
+                      f"{cpu['overhead_us_per_step']:.0f} us CPU (forward pass {1e6 / c['limit_steps_per_s']:.0f} us "
+                      f"wall, {1e6 / cpu['limit_steps_per_s']:.0f} us CPU).", "",
+                  "| RLlib runners | sub-envs per runner | vectorize | RLlib steps/s | raw world steps/s (same run) "
+                  "| RLlib / world | RLlib / world (CPU clock) |",
+                  "|---|---|---|---|---|---|---|"]
         for r in c["rllib"]:
             lines.append(f"| {r['runners']} | {r['envs_per_runner']} | {r['vectorize']} | {r['rllib_steps_per_s']:.0f} | "
-                         f"{r['world_steps_per_s']:.0f} | {r['rllib_over_world']:.2f} |")
-        lines += ["", "| reward samples per set | limit steps/s | world steps/s | world / limit |", "|---|---|---|---|"]
+                         f"{r['world_steps_per_s']:.0f} | {r['rllib_over_world']:.2f} | {ratio(r['cpu_rllib_over_world'])} |")
+        lines += ["", "| reward samples per set | limit steps/s | world steps/s | world / limit | world / limit (CPU clock) |",
+                  "|---|---|---|---|---|"]
         for r in c["samples_scaling"]:
             lines.append(f"| {r['samples_per_set']} | {r['limit_steps_per_s']:.0f} | {r['world_steps_per_s']:.0f} | "
-                         f"{r['world_over_limit']:.2f} |")
+                         f"{r['world_over_limit']:.2f} | {r['cpu_world_over_limit']:.2f} |")
         p = c["ppo_iteration"]
         fmt = lambda v: "n/a" if v is None else f"{v:.2f} s"  # noqa: E731
         lines += ["", f"PPO iteration ({p['env_steps']} env steps, the config's agent settings): {fmt(p['total_s'])} "
                       f"(sampling {fmt(p['sampling_s'])}, learning {fmt(p['learning_s'])}).", ""]
     lines.append(f"Rates: medians of {result['repeats']} interleaved repeats of >= {result['seconds_per_repeat']:g} s "
-                 "each; ratios: medians of the ratios within each repeat.")
+                 "each (wall clock); ratios: medians of the ratios within each repeat. The CPU clock counts only "
+                 "this process's CPU time (robust to other jobs on the machine; not defined for remote runners).")
     return "\n".join(lines)
 
 

@@ -76,8 +76,10 @@ def test_eval_of_the_edited_weights_matches_the_run(trained_run, capsys):
 @pytest.mark.parametrize("world", ["mask", "shift"])
 def test_policy_learns_to_forget_on_digits(world, tmp_path, ray_session):
     """The edit is learned: the trained policy forgets, a random policy does not."""
+    # shift also runs its EnvRunner's sub-envs as one WorldBatch (2 worlds, stacked forward).
+    envs = {"mask": 1, "shift": 2}[world]
     cfg = {**FAST, "world": world, "samples": {"per_set": 128},
-           "agent": {"train_batch_size": 500, "minibatch_size": 125},
+           "agent": {"train_batch_size": 500, "minibatch_size": 125, "num_envs_per_env_runner": envs},
            "training": {"iterations": 25, "stop_forget_acc": 0.0, "stop_retain_acc": 0.95}}
     path = tmp_path / "cfg.yaml"
     path.write_text(yaml.safe_dump(cfg))

@@ -159,13 +159,16 @@ class EditWorld(gym.Env):
         self.observation_space = gym.spaces.Box(-np.inf, np.inf, (n_obs,), np.float32)
         self.t = 0
         self._reset_state()
+        self.matrices = list(self.original)
 
     # ------------------------------------------------------------------ subclass hooks
     def _reset_state(self) -> None:
         raise NotImplementedError
 
-    def _edit(self, i: int, delta: torch.Tensor) -> torch.Tensor:
-        """Update layer i's state from the decoded low-rank delta; return its new matrix."""
+    def _edit(self, i: int, u: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+        """Update layer i's state from the low-rank delta D = U V^T / r (given as its
+        factors, so that subclasses can fuse the product into their update with one
+        addmm); return the layer's new matrix."""
         raise NotImplementedError
 
     # ------------------------------------------------------------------ gymnasium API
@@ -175,6 +178,8 @@ class EditWorld(gym.Env):
         self._reset_state()
         for layer, w0 in zip(self.layers, self.original):
             layer.write(w0)
+        # The edited matrices as last written (observed without reading them back).
+        self.matrices = list(self.original)
         self.terms = dict(self.initial_terms)
         self._score = self._weighted(self.terms)
         return self._observe(), dict(self.terms)
@@ -189,8 +194,9 @@ class EditWorld(gym.Env):
         """Decode the action and write the edited matrices into the model."""
         action = torch.as_tensor(np.clip(action, -1.0, 1.0), dtype=torch.float32, device=self.device)
         with torch.inference_mode():
-            for i, (layer, delta) in enumerate(zip(self.layers, self.decode(action))):
-                layer.write(self._edit(i, delta))
+            for i, (layer, (u, v)) in enumerate(zip(self.layers, self.factors(action))):
+                self.matrices[i] = self._edit(i, u, v)
+                layer.write(self.matrices[i])
 
     def reward_logits(self) -> torch.Tensor:
         """The edited network's logits on the reward samples (suffix only)."""
@@ -213,16 +219,20 @@ class EditWorld(gym.Env):
         return self._observe(), float(reward), terminated, False, dict(self.terms)
 
     # ------------------------------------------------------------------ helpers
-    def decode(self, action: torch.Tensor) -> list[torch.Tensor]:
-        """Flat action -> one (rows, cols) delta per layer, D = U V^T / r."""
-        r, deltas, start = self.settings.rank, [], 0
+    def factors(self, action: torch.Tensor) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        """Flat action -> one (U, V) pair per layer: U (rows x r) in [-1, 1], V (cols x r) in [0, 1]."""
+        r, out, start = self.settings.rank, [], 0
         for layer in self.layers:
             m, n = layer.rows, layer.cols
             u = action[start : start + m * r].reshape(m, r)
             v = (action[start + m * r : start + (m + n) * r].reshape(n, r) + 1.0) / 2.0
             start += (m + n) * r
-            deltas.append(u @ v.T / r)
-        return deltas
+            out.append((u, v))
+        return out
+
+    def decode(self, action: torch.Tensor) -> list[torch.Tensor]:
+        """Flat action -> one (rows, cols) delta per layer, D = U V^T / r."""
+        return [u @ v.T / self.settings.rank for u, v in self.factors(action)]
 
     def _weighted(self, terms: dict) -> float:
         s = self.settings
@@ -247,7 +257,10 @@ class EditWorld(gym.Env):
             if m * n <= budget:
                 sketches.append(None)
                 continue
-            a = min(m, max(1, math.isqrt(budget)))
+            # Keep every row (output unit) exact when that still leaves >= 16 sketched
+            # columns: rows are what an edit treats differently, and it halves the cost
+            # (one projection instead of two, over fewer columns).
+            a = m if budget // m >= 16 else min(m, max(1, math.isqrt(budget)))
             b = max(1, budget // a)
             sketches.append(GaussianSketch(m, n, a, b, gen, self.device))
         return sketches
@@ -255,9 +268,8 @@ class EditWorld(gym.Env):
     def _observe(self) -> np.ndarray:
         parts = []
         with torch.inference_mode():
-            for layer, scale, sketch in zip(self.layers, self.scales, self._sketches):
-                w = layer.read()
-                parts.append((w if sketch is None else sketch(w)).reshape(-1).div_(scale))
+            for w, scale, sketch in zip(self.matrices, self.scales, self._sketches):
+                parts.append((w if sketch is None else sketch(w)).reshape(-1) / scale)
             weights = torch.cat(parts).cpu().numpy()
         extra = [self.terms[k] for k in self.observed_terms] + [self.t / self.settings.episode_length]
         return np.concatenate([weights, np.asarray(extra, np.float32)])

@@ -11,10 +11,20 @@ from rledit_ray.worlds.base import EditWorld
 
 class MaskWorld(EditWorld):
     def _reset_state(self) -> None:
-        self.masks = [torch.ones_like(w) for w in self.original]
+        if not hasattr(self, "masks"):
+            self.masks = [torch.ones_like(w) for w in self.original]
+            self._ones = [torch.ones_like(w) for w in self.original]
+            # Preallocated: on a big layer a fresh matrix per step costs page faults.
+            self._factor = [torch.empty_like(w) for w in self.original]
+            self._edited = [torch.empty_like(w) for w in self.original]
+        for mask in self.masks:
+            mask.fill_(1.0)
 
-    def _edit(self, i: int, delta: torch.Tensor) -> torch.Tensor:
+    def _edit(self, i: int, u: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
         lo, hi = self.settings.mask_bounds
-        # In place: on a big layer each temporary costs as much as the arithmetic.
-        self.masks[i].mul_(delta.mul_(self.settings.step_size).add_(1.0)).clamp_(lo, hi)
-        return self.original[i] * self.masks[i]
+        # 1 + step * U V^T / r in one fused op, the rest in place: on a big layer every
+        # pass over the matrix costs about as much as the arithmetic in it.
+        factor = torch.addmm(self._ones[i], u, v.T, alpha=self.settings.step_size / self.settings.rank,
+                             out=self._factor[i])
+        self.masks[i].mul_(factor).clamp_(lo, hi)
+        return torch.mul(self.original[i], self.masks[i], out=self._edited[i])

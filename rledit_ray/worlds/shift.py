@@ -10,6 +10,7 @@ class ShiftWorld(EditWorld):
     def _reset_state(self) -> None:
         self.current = [w.clone() for w in self.original]
 
-    def _edit(self, i: int, delta):
-        self.current[i] += (self.settings.step_size * self.scales[i]) * delta
-        return self.current[i]
+    def _edit(self, i: int, u, v):
+        # W += (step * s / r) U V^T, the product fused into the update.
+        alpha = self.settings.step_size * self.scales[i] / self.settings.rank
+        return self.current[i].addmm_(u, v.T, alpha=alpha)
