@@ -162,10 +162,6 @@ def cmd_compare(args) -> int:
 def cmd_bench(args) -> int:
     from rledit_ray import bench
 
-    # Progress and log lines go to stderr: stdout holds only the tables (or the JSON).
-    for handler in logging.getLogger().handlers:
-        if isinstance(handler, logging.StreamHandler):
-            handler.setStream(sys.stderr)
     return bench.main(args)
 
 
@@ -180,11 +176,13 @@ def cmd_summarize(args) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    # Progress goes to stdout; stderr is kept for the one-line error a user must read.
-    logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stdout)
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     try:
         args = _parser().parse_args(argv)
+        # Progress goes to stdout; stderr is kept for the one-line error a user must read.
+        # Except for bench, whose stdout holds only its tables or JSON.
+        logging.basicConfig(level=logging.INFO, format="%(message)s",
+                            stream=sys.stderr if args.command == "bench" else sys.stdout)
         return {"train": cmd_train, "edit": cmd_edit, "eval": cmd_eval,
                 "sweep": cmd_sweep, "summarize": cmd_summarize, "compare": cmd_compare,
                 "bench": cmd_bench}[args.command](args)

@@ -89,6 +89,8 @@ class UnlearningTask:
         computed once per reference tensor (each world passes its own, every step)."""
         key = id(reference_logits)
         if key not in self._reference_margins_of:
+            if len(self._reference_margins_of) >= 64:  # bounded: worlds may swap references
+                self._reference_margins_of.pop(next(iter(self._reference_margins_of)))
             f, y = self.n_forget, self.reward_y
             margin0 = true_class_margin(reference_logits[:f], y[:f])
             below0 = margin0 <= self.target_margin
