@@ -228,3 +228,18 @@ def test_ppo_learns_and_checkpoint_round_trips(ray_cluster, tmp_path):
     learned = episode_return(env, lambda o: deterministic_action(loaded, o))
     no_edit = episode_return(env, lambda o: np.zeros(ACTION_DIM, np.float32))
     assert learned > no_edit + 1.0, (learned, no_edit)
+
+
+def test_mode_dependent_layers_are_refused_because_train_skips_submodules(monkeypatch):
+    """FactorizedPPOModule.train() flips only its own flag (RLlib toggles it every step);
+    a layer that behaves differently in training mode must not slip in unnoticed."""
+    import rledit_ray.agent.module as module
+
+    monkeypatch.setattr(module, "_mlp", lambda in_dim, hidden: torch.nn.Sequential(
+        torch.nn.Linear(in_dim, hidden[-1]), torch.nn.Dropout(0.1)))
+    with pytest.raises(TypeError, match="Dropout"):
+        FactorizedPPOModule(
+            observation_space=gym.spaces.Box(-1, 1, (4,), np.float32),
+            action_space=gym.spaces.Box(-1, 1, (5,), np.float32),
+            model_config={"factor_layout": [{"name": "w", "m": 2, "n": 3, "rank": 1}]},
+        )

@@ -41,6 +41,8 @@ from torch import nn
 DEFAULT_HIDDEN = (64, 64)
 DEFAULT_INITIAL_LOG_STD = -0.7  # std ~0.5: explores a good part of [-1, 1] at start
 HEAD_INIT_STD = 0.01
+# Layers whose forward pass is the same in training and eval mode (see FactorizedPPOModule.train).
+MODE_FREE_LAYERS = (nn.Linear, nn.Tanh, nn.ReLU, nn.Sequential, nn.ModuleList, nn.Identity)
 
 
 def factor_sizes(factor_layout: Sequence[Dict[str, Any]]) -> List[int]:
@@ -123,6 +125,21 @@ class FactorizedPPOModule(TorchRLModule, InferenceOnlyAPI, ValueFunctionAPI):
             _mlp(obs_dim, vf_hidden),
             _small_linear(vf_hidden[-1] if vf_hidden else obs_dim, 1, 1.0),
         )
+        mode_dependent = [type(m).__name__ for m in self.modules()
+                          if m is not self and not isinstance(m, (*MODE_FREE_LAYERS, FactorHead))]
+        if mode_dependent:
+            raise TypeError(f"{type(self).__name__}.train() skips submodules, but {mode_dependent} may depend "
+                            "on training mode: remove the train() override first")
+
+    def train(self, mode: bool = True):
+        """Flip only this module's flag, not every submodule's. RLlib calls eval() and
+        train() around each sampling forward pass, and torch's recursive version cost
+        ~0.35 ms per call here (measured: ~14% of an EnvRunner's CPU per env step at one
+        sub-env). Nothing in this network (Linear, Tanh) behaves differently in training
+        mode; `MODE_FREE_LAYERS` is checked in setup so that adding dropout or batch norm
+        fails loudly instead of silently staying in training mode."""
+        self.training = mode
+        return self
 
     @override(InferenceOnlyAPI)
     def get_non_inference_attributes(self) -> List[str]:
