@@ -1,4 +1,4 @@
-"""The `rledit` command line: train, edit, eval, sweep, compare.
+"""The `rledit` command line: train, edit, eval, sweep, compare, compare-requests.
 
 Every user mistake (bad flag value, unknown layer, missing file) ends as one line on
 stderr and exit status 2; anything else is a bug and keeps its traceback.
@@ -53,6 +53,7 @@ def _parser() -> argparse.ArgumentParser:
     e = sub.add_parser("edit", help="apply a trained policy to the target and save the edited weights")
     e.add_argument("--checkpoint", required=True, help="a run directory or its checkpoint folder")
     e.add_argument("--out", required=True, help="output folder")
+    e.add_argument("--forget-class", type=int, help="the request a generalist checkpoint serves (any class)")
 
     v = sub.add_parser("eval", help="print the task metrics of a saved model")
     _add_run_flags(v)
@@ -77,6 +78,14 @@ def _parser() -> argparse.ArgumentParser:
     c.add_argument("--rl-run", action="append", default=[], metavar="METHOD:SEED=RUN_DIR",
                    help="reuse a finished `rledit train` run for that row instead of training")
     c.add_argument("--out", required=True, help="output folder (rows are resumed from it)")
+
+    r = sub.add_parser("compare-requests", help="a generalist policy vs SSD / NegGrad+ on requests it never saw")
+    r.add_argument("--checkpoint", required=True, help="a generalist run directory or its checkpoint folder")
+    r.add_argument("--forget-class", type=int, action="append", dest="forget_classes",
+                   help="request to compare on (repeatable; default: the checkpoint's held-out classes)")
+    r.add_argument("--baselines", nargs="*", help="baseline names (default: ssd neggrad_plus)")
+    r.add_argument("--seed", type=int, default=0, help="seed of the baselines and the evaluation (default 0)")
+    r.add_argument("--out", required=True, help="output folder (rows are resumed from it)")
 
     s = sub.add_parser("summarize", help="print a markdown table of finished run directories")
     s.add_argument("runs", nargs="+", help="run directories")
@@ -106,8 +115,9 @@ def cmd_train(args) -> int:
 def cmd_edit(args) -> int:
     from rledit_ray.editing import apply_checkpoint
 
-    result = apply_checkpoint(args.checkpoint, args.out)
-    print(f"edited in {result['edit_seconds']:.3f} s: {result['summary']} -> {Path(args.out).resolve()}")
+    result = apply_checkpoint(args.checkpoint, args.out, args.forget_class)
+    request = f"forget class {result['forget_class']}: " if "forget_class" in result else ""
+    print(f"{request}edited in {result['edit_seconds']:.3f} s: {result['summary']} -> {Path(args.out).resolve()}")
     return 0
 
 
@@ -155,6 +165,15 @@ def cmd_compare(args) -> int:
     return 0
 
 
+def cmd_compare_requests(args) -> int:
+    from rledit_ray.compare_requests import run_compare_requests
+
+    out = run_compare_requests(args.checkpoint, args.out, classes=args.forget_classes,
+                               baselines=args.baselines, seed=args.seed)
+    print(f"table: {out / 'comparison.md'}")
+    return 0
+
+
 def cmd_summarize(args) -> int:
     from rledit_ray.report import summary_table
 
@@ -172,7 +191,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         args = _parser().parse_args(argv)
         return {"train": cmd_train, "edit": cmd_edit, "eval": cmd_eval,
-                "sweep": cmd_sweep, "summarize": cmd_summarize, "compare": cmd_compare}[args.command](args)
+                "sweep": cmd_sweep, "summarize": cmd_summarize, "compare": cmd_compare,
+                "compare-requests": cmd_compare_requests}[args.command](args)
     except UserError as err:
         print(f"rledit: error: {err}", file=sys.stderr)
         return 2

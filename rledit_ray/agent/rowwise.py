@@ -34,19 +34,9 @@ from ray.rllib.utils.annotations import override
 from torch import nn
 
 from rledit_ray.agent.module import DEFAULT_INITIAL_LOG_STD, HEAD_INIT_STD, _mlp, _small_linear
+from rledit_ray.worlds.rowwise import unpack_observation
 
 DEFAULT_WIDTH = 64
-
-
-def unpack(obs: torch.Tensor, layout: Dict[str, int]) -> Dict[str, torch.Tensor]:
-    """Flat (B, O) observation -> rows (B, m, Fr), cols (B, n, Fc), matrix (B, m, n, C), globals (B, G)."""
-    m, n = layout["m"], layout["n"]
-    fr, fc, ch, g = layout["row_features"], layout["col_features"], layout["matrix_channels"], layout["globals"]
-    b = obs.shape[0]
-    sizes = [m * fr, n * fc, m * n * ch, g]
-    rows, cols, matrix, glob = torch.split(obs, sizes, dim=-1)
-    return {"rows": rows.reshape(b, m, fr), "cols": cols.reshape(b, n, fc),
-            "matrix": matrix.reshape(b, m, n, ch), "globals": glob}
 
 
 class RowwisePPOModule(TorchRLModule, InferenceOnlyAPI, ValueFunctionAPI):
@@ -87,7 +77,7 @@ class RowwisePPOModule(TorchRLModule, InferenceOnlyAPI, ValueFunctionAPI):
         return ["value_net"]
 
     def _encode(self, obs: torch.Tensor):
-        parts = unpack(obs.reshape(obs.shape[0], -1).float(), self.layout)
+        parts = unpack_observation(obs.reshape(obs.shape[0], -1).float(), self.layout)
         rows, glob = parts["rows"], parts["globals"]
         m = rows.shape[1]
         phi = self.row_encoder(torch.cat([rows, glob[:, None, :].expand(-1, m, -1)], -1))  # (B, m, H)

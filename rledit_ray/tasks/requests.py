@@ -56,8 +56,9 @@ class UnlearningRequests:
         if self._pools is None:
             self._pools = pools(self.ds)
         p, n = self._pools, self._task_args["samples_per_set"]
-        # Seeded per request, so a request's reward rows do not depend on which came first.
-        gen = torch.Generator().manual_seed(self._task_args["seed"] * 1009 + k)
+        # A fresh generator per request: its rows do not depend on which request came first,
+        # nor on the class's label (relabelled data picks the same images).
+        gen = torch.Generator().manual_seed(self._task_args["seed"])
 
         def rows(s: LabeledSet, keep: torch.Tensor) -> LabeledSet:
             idx = keep.nonzero().squeeze(1)

@@ -80,3 +80,15 @@ def check_rowwise_edit(layers, suffix: nn.Module, logits: torch.Tensor) -> None:
         names = ", ".join(layer.module_name for layer in layers)
         raise UserError(f"the row-wise (generalist) observation needs one edited Linear output layer, "
                         f"the network's last stage (e.g. edit: [fc2]); got {names}")
+
+
+def unpack_observation(obs: torch.Tensor, layout: dict) -> dict[str, torch.Tensor]:
+    """Flat (B, O) observations -> rows (B, m, Fr), cols (B, n, Fc), matrix (B, m, n, C),
+    globals (B, G): the contract between this world and the row-wise agent module."""
+    m, n = int(layout["m"]), int(layout["n"])
+    fr, fc = int(layout["row_features"]), int(layout["col_features"])
+    ch, g = int(layout["matrix_channels"]), int(layout["globals"])
+    b = obs.shape[0]
+    rows, cols, matrix, glob = torch.split(obs, [m * fr, n * fc, m * n * ch, g], dim=-1)
+    return {"rows": rows.reshape(b, m, fr), "cols": cols.reshape(b, n, fc),
+            "matrix": matrix.reshape(b, m, n, ch), "globals": glob}
