@@ -82,6 +82,18 @@ def test_episodes_sample_training_requests_and_a_pinned_one_is_served(digits):
         world.use_request(12)
 
 
+def test_a_request_starts_from_the_original_network_whatever_came_before(digits):
+    ds, model = digits
+    world = rowwise_world(ds, model)
+    fresh = observe(world, 3)
+    world.use_request(5)
+    world.reset(seed=0)
+    world.step(np.full(world.action_space.shape, 0.9, np.float32))  # a large edit for request 5
+    after_other = observe(world, 3)
+    for part in fresh:
+        torch.testing.assert_close(after_other[part], fresh[part])
+
+
 def test_rowwise_observation_refuses_a_hidden_layer(digits):
     ds, model = digits
     with pytest.raises(UserError, match="one edited Linear output layer"):

@@ -173,13 +173,13 @@ class EditWorld(gym.Env):
     # ------------------------------------------------------------------ gymnasium API
     def reset(self, *, seed=None, options=None):
         super().reset(seed=seed)
-        if self.requests is not None:
-            k = self.pinned_request if self.pinned_request is not None else self.requests.sample(self.np_random)
-            self._use_request(k)
         self.t = 0
         self._reset_state()
         for layer, w0 in zip(self.layers, self.original):
             layer.write(w0)
+        if self.requests is not None:  # after the restore: a request's reference is the original network
+            k = self.pinned_request if self.pinned_request is not None else self.requests.sample(self.np_random)
+            self._use_request(k)
         self.terms = dict(self.initial_terms)
         self._score = self._weighted(self.terms)
         self._logits = self.reference_logits
