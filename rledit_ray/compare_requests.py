@@ -6,8 +6,9 @@ edits the same trained target on the same splits and is scored by the same code
 training; each baseline (SSD, NegGrad+, ...) runs its own algorithm for that class. Seconds
 are the edit alone for every method: after loading, before scoring.
 
-Output folder: rows/<method>-class<k>-seed<s>.json as each finishes (a rerun resumes),
-comparison.csv and comparison.md.
+Output folder: rows/<method>-class<k>-seed<s>.json as each finishes (a rerun resumes; a
+MaskWorld and a ShiftWorld generalist may share one folder: `--baselines` with no names
+adds only the policy's rows), comparison.csv and comparison.md.
 """
 from __future__ import annotations
 
@@ -25,7 +26,7 @@ from rledit_ray.evaluation import evaluate_unlearning
 from rledit_ray.report import write_json
 from rledit_ray.targets import atomic_write_text
 
-GENERALIST = "rl_generalist"
+GENERALIST = "rl_generalist"  # rows are named rl_generalist_<world>: a mask and a shift policy can share a table
 DEFAULT_BASELINES = ["ssd", "neggrad_plus"]
 COLUMNS = [("forget_acc", "forget (test)"), ("retain_acc", "retain (test)"),
            ("ua", "UA (1 - forget train)"), ("mia_efficacy", "MIA efficacy"), ("time_s", "seconds per edit")]
@@ -52,15 +53,16 @@ def run_compare_requests(checkpoint: str, out: str | Path, classes: list[int] | 
     (out / "rows").mkdir(parents=True, exist_ok=True)
     ds = world.requests.ds
     policy = lambda obs: deterministic_action(module, obs)  # noqa: E731
-    progress(f"compare-requests: {cfg.dataset}, classes {classes}, {GENERALIST} ({cfg.world}, trained on "
-             f"{cfg.generalist.train_classes}) vs {', '.join(baselines)} -> {out}")
+    generalist = f"{GENERALIST}_{cfg.world}"
+    progress(f"compare-requests: {cfg.dataset}, classes {classes}, {generalist} (trained on "
+             f"{cfg.generalist.train_classes}) vs {', '.join(baselines) or 'no baseline'} -> {out}")
     for k in classes:
         splits = unlearning_splits(ds, [k])
-        for method in [GENERALIST, *baselines]:
+        for method in [generalist, *baselines]:
             path = out / "rows" / f"{method}-class{k}-seed{seed}.json"
             if path.is_file():
                 continue
-            if method == GENERALIST:
+            if method == generalist:
                 _, seconds = serve(world, policy, k)
                 model = world.model
             else:
@@ -71,11 +73,11 @@ def run_compare_requests(checkpoint: str, out: str | Path, classes: list[int] | 
             write_json(path, row)
             progress(f"class {k} {method:14s} {seconds:8.3f} s | forget test {row['forget_acc']:.2%} | "
                      f"retain test {row['retain_acc']:.2%} | UA {row['ua']:.2%} | MIA {row['mia_efficacy']:.2%}")
-    write_outputs(out, world=cfg.world)
+    write_outputs(out)
     return out
 
 
-def write_outputs(out: Path, world: str = "") -> None:
+def write_outputs(out: Path) -> None:
     rows = [json.loads(p.read_text()) for p in sorted((out / "rows").glob("*.json"))]
     if not rows:
         return
@@ -85,23 +87,22 @@ def write_outputs(out: Path, world: str = "") -> None:
     writer.writeheader()
     writer.writerows(sorted(rows, key=_order))
     atomic_write_text(out / "comparison.csv", buf.getvalue())
-    atomic_write_text(out / "comparison.md", markdown_table(rows, world) + "\n")
+    atomic_write_text(out / "comparison.md", markdown_table(rows) + "\n")
 
 
 def _order(row: dict):
-    methods = [GENERALIST, *BASELINES]
+    methods = [f"{GENERALIST}_mask", f"{GENERALIST}_shift", *BASELINES]
     return (row["forget_class"], methods.index(row["method"]) if row["method"] in methods else 99, row["seed"])
 
 
-def markdown_table(rows: list[dict], world: str = "") -> str:
+def markdown_table(rows: list[dict]) -> str:
     lines = ["| forget class | method | " + " | ".join(label for _, label in COLUMNS) + " |",
              "|---|---|" + "---|" * len(COLUMNS)]
     for r in sorted(rows, key=_order):
-        name = f"{r['method']} ({world})" if r["method"] == GENERALIST and world else r["method"]
         cells = [f"{r[c]:.3f}" if c == "time_s" else f"{100 * r[c]:.2f}%" for c, _ in COLUMNS]
-        lines.append(f"| {r['forget_class']} | {name} | " + " | ".join(cells) + " |")
+        lines.append(f"| {r['forget_class']} | {r['method']} | " + " | ".join(cells) + " |")
     lines += ["", "Accuracies on held-out test images of the forgotten class (forget) and of the others "
               "(retain); UA = 1 - accuracy on the fit pool's forget set; MIA efficacy as in `rledit compare`. "
-              f"Seconds: the edit alone (after loading): {GENERALIST} = T deterministic policy steps, including "
+              f"Seconds: the edit alone (after loading): {GENERALIST}_<world> = T deterministic policy steps, including "
               "gathering the request's reward samples; baselines = their algorithm on the fit pool."]
     return "\n".join(lines)

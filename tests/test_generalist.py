@@ -224,3 +224,19 @@ def test_forget_class_needs_a_generalist_checkpoint(tmp_path, capsys):
     assert main(["edit", "--checkpoint", str(ckpt), "--forget-class", "8", "--out", str(tmp_path / "o")]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "needs a generalist checkpoint" in err[0]
+
+
+def test_compare_requests_scores_the_generalist_beside_a_baseline(generalist_run, tmp_path, capsys):
+    out = tmp_path / "cmp"
+    assert main(["compare-requests", "--checkpoint", str(generalist_run), "--forget-class", "9",
+                 "--baselines", "ssd", "--out", str(out)]) == 0
+    rows = {json.loads(p.read_text())["method"]: json.loads(p.read_text()) for p in (out / "rows").glob("*.json")}
+    assert set(rows) == {"rl_generalist_mask", "ssd"}
+    for row in rows.values():
+        assert row["forget_class"] == 9 and row["time_s"] > 0 and 0 <= row["forget_acc"] <= 1
+    assert not rows["rl_generalist_mask"]["seen_in_training"]
+    table = (out / "comparison.md").read_text()
+    assert "| 9 | rl_generalist_mask |" in table and "| 9 | ssd |" in table
+    assert main(["compare-requests", "--checkpoint", str(generalist_run), "--baselines", "sgd",
+                 "--out", str(out)]) == 2
+    assert "unknown baseline 'sgd'" in capsys.readouterr().err
