@@ -54,6 +54,8 @@ def _parser() -> argparse.ArgumentParser:
     e.add_argument("--checkpoint", required=True, help="a run directory or its checkpoint folder")
     e.add_argument("--out", required=True, help="output folder")
     e.add_argument("--forget-class", type=int, help="the request a generalist checkpoint serves (any class)")
+    e.add_argument("--repeat", type=int, default=1,
+                   help="generalist: serve the request N times from scratch; report median and max seconds")
 
     v = sub.add_parser("eval", help="print the task metrics of a saved model")
     _add_run_flags(v)
@@ -115,9 +117,11 @@ def cmd_train(args) -> int:
 def cmd_edit(args) -> int:
     from rledit_ray.editing import apply_checkpoint
 
-    result = apply_checkpoint(args.checkpoint, args.out, args.forget_class)
+    result = apply_checkpoint(args.checkpoint, args.out, args.forget_class, args.repeat)
     request = f"forget class {result['forget_class']}: " if "forget_class" in result else ""
-    print(f"{request}edited in {result['edit_seconds']:.3f} s: {result['summary']} -> {Path(args.out).resolve()}")
+    timing = (f" (median of {args.repeat}: {result['edit_seconds_median']:.3f} s, max {result['edit_seconds_max']:.3f} s)"
+              if args.repeat > 1 and "edit_seconds_median" in result else "")
+    print(f"{request}edited in {result['edit_seconds']:.3f} s{timing}: {result['summary']} -> {Path(args.out).resolve()}")
     return 0
 
 

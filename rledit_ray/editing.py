@@ -50,11 +50,12 @@ def load_policy(checkpoint: str | Path, forget_class: int | None = None, serving
     return cfg, ckpt, world, load_module(str(ckpt))
 
 
-def apply_checkpoint(checkpoint: str | Path, out: str | Path, forget_class: int | None = None) -> dict:
+def apply_checkpoint(checkpoint: str | Path, out: str | Path, forget_class: int | None = None,
+                     repeat: int = 1) -> dict:
     """Apply the trained policy deterministically to the target; save weights + metrics.
     A generalist checkpoint serves the request `forget_class` (any class of the label set)."""
     if forget_class is not None or load_config(find_checkpoint(checkpoint)[1]).generalist is not None:
-        return serve_request(checkpoint, out, forget_class)
+        return serve_request(checkpoint, out, forget_class, repeat)
     from rledit_ray.agent import deterministic_action, load_module
 
     ckpt, config_path = find_checkpoint(checkpoint)
@@ -77,16 +78,24 @@ def apply_checkpoint(checkpoint: str | Path, out: str | Path, forget_class: int 
     return result
 
 
-def serve_request(checkpoint: str | Path, out: str | Path, forget_class: int | None) -> dict:
+def serve_request(checkpoint: str | Path, out: str | Path, forget_class: int | None, repeat: int = 1) -> dict:
     """One request with a generalist policy: T deterministic steps, timed from the moment the
-    request is known (its reward samples are gathered inside the timing; loading is not)."""
+    request is known (its reward samples are gathered inside the timing; loading is not).
+    `repeat` > 1 serves it that many times from scratch and reports the median and max time."""
     from rledit_ray.agent import deterministic_action
     from rledit_ray.generalist import no_edit, serve
 
+    if repeat < 1:
+        raise UserError(f"--repeat must be >= 1 (got {repeat})")
     started = time.perf_counter()
     cfg, ckpt, world, module = load_policy(checkpoint, forget_class)
     load_seconds = time.perf_counter() - started
-    terms, seconds = serve(world, lambda obs: deterministic_action(module, obs), forget_class)
+    timings = []
+    for i in range(repeat):
+        if i:
+            world.drop_request(forget_class)
+        terms, seconds = serve(world, lambda obs: deterministic_action(module, obs), forget_class)
+        timings.append(seconds)
     after = world.task_metrics(pools=("validation", "test"))
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -98,7 +107,9 @@ def serve_request(checkpoint: str | Path, out: str | Path, forget_class: int | N
     result = {"task": cfg.task, "world": cfg.world, "seed": cfg.seed, "forget_class": forget_class,
               "seen_in_training": forget_class in cfg.generalist.train_classes,
               "before": before, "after": after, "final_reward_terms": terms,
-              "edit_seconds": seconds, "load_seconds": load_seconds,
+              "edit_seconds": timings[0], "edit_seconds_all": timings,
+              "edit_seconds_median": float(np.median(timings)), "edit_seconds_max": max(timings),
+              "load_seconds": load_seconds,
               "summary": world.task.summary(after)}
     write_json(out / "metrics.json", result)
     return result

@@ -50,6 +50,9 @@ class UnlearningRequests:
             self._tasks[k] = task.to(self._device) if self._device is not None else task
         return self._tasks[k]
 
+    def drop(self, k: int) -> None:
+        self._tasks.pop(int(k), None)
+
     def _splits(self, k: int) -> UnlearningSplits:
         """Request k's splits, its fit halves cut to the reward rows before any copy (indexing
         MNIST's whole fit pool per request would cost ~0.3 s and ~170 MB each)."""

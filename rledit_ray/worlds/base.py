@@ -212,6 +212,15 @@ class EditWorld(gym.Env):
             raise UserError("this world serves one fixed request: configure a generalist: section")
         self.pinned_request = None if k is None else self.requests.check(k)
 
+    def drop_request(self, k: int) -> None:
+        """Forget what was prepared for request k (its task, cached activations), so that
+        serving it again is timed from scratch."""
+        if self.request == k:
+            self.request = None
+        self.requests.drop(k)
+        for key in [key for key in self._prefix_cache if key.startswith(f"{k}:") or key.startswith(f"eval:{k}:")]:
+            del self._prefix_cache[key]
+
     def _use_request(self, k: int) -> None:
         if k != self.request:
             self._use_task(self.requests.task(k), f"{k}:")
