@@ -79,7 +79,7 @@ class GeneralistConfig(_Strict):
     and the agent is the row-wise module (agent/rowwise.py)."""
 
     train_classes: list[int] = Field([0, 1, 2, 3, 4, 5, 6], min_length=1)
-    heldout_classes: list[int] = [7, 8, 9]
+    heldout_classes: list[int] = Field([7, 8, 9], min_length=1)
 
 
 class AgentConfig(_Strict):
