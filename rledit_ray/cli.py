@@ -1,4 +1,4 @@
-"""The `rledit` command line: train, edit, eval, sweep, compare, bench.
+"""The `rledit` command line: train, edit, eval, sweep, compare, compare-requests, bench.
 
 Every user mistake (bad flag value, unknown layer, missing file) ends as one line on
 stderr and exit status 2; anything else is a bug and keeps its traceback.
@@ -53,6 +53,9 @@ def _parser() -> argparse.ArgumentParser:
     e = sub.add_parser("edit", help="apply a trained policy to the target and save the edited weights")
     e.add_argument("--checkpoint", required=True, help="a run directory or its checkpoint folder")
     e.add_argument("--out", required=True, help="output folder")
+    e.add_argument("--forget-class", type=int, help="the request a generalist checkpoint serves (any class)")
+    e.add_argument("--repeat", type=int, default=1,
+                   help="generalist: serve the request N times from scratch; report median and max seconds")
 
     v = sub.add_parser("eval", help="print the task metrics of a saved model")
     _add_run_flags(v)
@@ -82,6 +85,14 @@ def _parser() -> argparse.ArgumentParser:
     from rledit_ray.bench import add_arguments
     add_arguments(b)
 
+    r = sub.add_parser("compare-requests", help="a generalist policy vs SSD / NegGrad+ on requests it never saw")
+    r.add_argument("--checkpoint", required=True, help="a generalist run directory or its checkpoint folder")
+    r.add_argument("--forget-class", type=int, action="append", dest="forget_classes",
+                   help="request to compare on (repeatable; default: the checkpoint's held-out classes)")
+    r.add_argument("--baselines", nargs="*", help="baseline names (default: ssd neggrad_plus)")
+    r.add_argument("--seed", type=int, default=0, help="seed of the baselines and the evaluation (default 0)")
+    r.add_argument("--out", required=True, help="output folder (rows are resumed from it)")
+
     s = sub.add_parser("summarize", help="print a markdown table of finished run directories")
     s.add_argument("runs", nargs="+", help="run directories")
     return parser
@@ -110,8 +121,11 @@ def cmd_train(args) -> int:
 def cmd_edit(args) -> int:
     from rledit_ray.editing import apply_checkpoint
 
-    result = apply_checkpoint(args.checkpoint, args.out)
-    print(f"edited in {result['edit_seconds']:.3f} s: {result['summary']} -> {Path(args.out).resolve()}")
+    result = apply_checkpoint(args.checkpoint, args.out, args.forget_class, args.repeat)
+    request = f"forget class {result['forget_class']}: " if "forget_class" in result else ""
+    timing = (f" (median of {args.repeat}: {result['edit_seconds_median']:.3f} s, max {result['edit_seconds_max']:.3f} s)"
+              if args.repeat > 1 and "edit_seconds_median" in result else "")
+    print(f"{request}edited in {result['edit_seconds']:.3f} s{timing}: {result['summary']} -> {Path(args.out).resolve()}")
     return 0
 
 
@@ -165,6 +179,15 @@ def cmd_bench(args) -> int:
     return bench.main(args)
 
 
+def cmd_compare_requests(args) -> int:
+    from rledit_ray.compare_requests import run_compare_requests
+
+    out = run_compare_requests(args.checkpoint, args.out, classes=args.forget_classes,
+                               baselines=args.baselines, seed=args.seed)
+    print(f"table: {out / 'comparison.md'}")
+    return 0
+
+
 def cmd_summarize(args) -> int:
     from rledit_ray.report import summary_table
 
@@ -185,7 +208,7 @@ def main(argv: list[str] | None = None) -> int:
                             stream=sys.stderr if args.command == "bench" else sys.stdout)
         return {"train": cmd_train, "edit": cmd_edit, "eval": cmd_eval,
                 "sweep": cmd_sweep, "summarize": cmd_summarize, "compare": cmd_compare,
-                "bench": cmd_bench}[args.command](args)
+                "compare-requests": cmd_compare_requests, "bench": cmd_bench}[args.command](args)
     except UserError as err:
         print(f"rledit: error: {err}", file=sys.stderr)
         return 2

@@ -72,6 +72,16 @@ class BiasConfig(_Strict):
     calibration_coef: float = Field(0.0, ge=0)
 
 
+class GeneralistConfig(_Strict):
+    """One policy for many requests: each episode forgets a class drawn from
+    `train_classes`; `heldout_classes` are never trained on and are served afterwards.
+    The world then observes the request by its data, per output row (worlds/rowwise.py),
+    and the agent is the row-wise module (agent/rowwise.py)."""
+
+    train_classes: list[int] = Field([0, 1, 2, 3, 4, 5, 6], min_length=1)
+    heldout_classes: list[int] = Field([7, 8, 9], min_length=1)
+
+
 class AgentConfig(_Strict):
     num_env_runners: int = Field(0, ge=0)
     num_envs_per_env_runner: int = Field(1, ge=1)
@@ -126,6 +136,7 @@ class RunConfig(_Strict):
     torch_threads: int = Field(1, ge=1)
     agent: AgentConfig = AgentConfig()
     training: TrainingConfig = TrainingConfig()
+    generalist: GeneralistConfig | None = None
 
     def check(self) -> "RunConfig":
         """Semantic checks that need no data; raises UserError with one line. Also fills
@@ -152,6 +163,14 @@ class RunConfig(_Strict):
             raise UserError(f"episode_length must be >= 1 (got {self.episode_length})")
         if self.step_size is not None and self.step_size <= 0:
             raise UserError(f"step_size must be > 0 (got {self.step_size})")
+        if self.generalist is not None:
+            g = self.generalist
+            if self.task != "unlearning":
+                raise UserError(f"a generalist: section needs task unlearning (got '{self.task}')")
+            both = sorted(set(g.train_classes) & set(g.heldout_classes))
+            if both:
+                raise UserError(f"generalist: class {both[0]} is in both train_classes and heldout_classes: "
+                                f"held-out requests must never be trained on")
         return self
 
     @property

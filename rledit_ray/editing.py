@@ -32,8 +32,30 @@ def find_checkpoint(path: str | Path) -> tuple[Path, Path]:
     return ckpt, config
 
 
-def apply_checkpoint(checkpoint: str | Path, out: str | Path) -> dict:
-    """Apply the trained policy deterministically to the target; save weights + metrics."""
+def load_policy(checkpoint: str | Path, forget_class: int | None = None, serving: bool = True):
+    """(config, checkpoint dir, world, module); the request is checked before the module loads.
+    `serving`: a generalist needs its request named."""
+    from rledit_ray.agent import load_module
+
+    ckpt, config_path = find_checkpoint(checkpoint)
+    cfg = load_config(config_path)
+    if forget_class is not None and cfg.generalist is None:
+        raise UserError(f"'{checkpoint}' was trained for forget class {cfg.forget_classes} only: --forget-class "
+                        f"needs a generalist checkpoint (trained with a generalist: section)")
+    if serving and forget_class is None and cfg.generalist is not None:
+        raise UserError(f"'{checkpoint}' is a generalist policy: name the request with --forget-class K")
+    world = build_world(cfg)
+    if forget_class is not None:
+        world.requests.check(forget_class)
+    return cfg, ckpt, world, load_module(str(ckpt))
+
+
+def apply_checkpoint(checkpoint: str | Path, out: str | Path, forget_class: int | None = None,
+                     repeat: int = 1) -> dict:
+    """Apply the trained policy deterministically to the target; save weights + metrics.
+    A generalist checkpoint serves the request `forget_class` (any class of the label set)."""
+    if forget_class is not None or load_config(find_checkpoint(checkpoint)[1]).generalist is not None:
+        return serve_request(checkpoint, out, forget_class, repeat)
     from rledit_ray.agent import deterministic_action, load_module
 
     ckpt, config_path = find_checkpoint(checkpoint)
@@ -52,6 +74,43 @@ def apply_checkpoint(checkpoint: str | Path, out: str | Path) -> dict:
                  {"checkpoint": str(Path(ckpt).resolve()), "world": cfg.world, "edit": cfg.edit})
     result = {"task": cfg.task, "world": cfg.world, "seed": cfg.seed, "before": before, "after": after,
               "final_reward_terms": terms, "edit_seconds": seconds, "summary": world.task.summary(after)}
+    write_json(out / "metrics.json", result)
+    return result
+
+
+def serve_request(checkpoint: str | Path, out: str | Path, forget_class: int | None, repeat: int = 1) -> dict:
+    """One request with a generalist policy: T deterministic steps, timed from the moment the
+    request is known (its reward samples are gathered inside the timing; loading is not).
+    `repeat` > 1 serves it that many times from scratch and reports the median and max time."""
+    from rledit_ray.agent import deterministic_action
+    from rledit_ray.generalist import no_edit, serve
+
+    if repeat < 1:
+        raise UserError(f"--repeat must be >= 1 (got {repeat})")
+    started = time.perf_counter()
+    cfg, ckpt, world, module = load_policy(checkpoint, forget_class)
+    load_seconds = time.perf_counter() - started
+    timings = []
+    for i in range(repeat):
+        if i:
+            world.drop_request(forget_class)
+        terms, seconds = serve(world, lambda obs: deterministic_action(module, obs), forget_class)
+        timings.append(seconds)
+    after = world.task_metrics(pools=("validation", "test"))
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    save_weights(world.model, out / "edited_weights.safetensors",
+                 {"checkpoint": str(Path(ckpt).resolve()), "world": cfg.world, "edit": cfg.edit,
+                  "forget_class": forget_class})
+    serve(world, no_edit(world), forget_class)  # the unedited network on the same request
+    before = world.task_metrics(pools=("test",))
+    result = {"task": cfg.task, "world": cfg.world, "seed": cfg.seed, "forget_class": forget_class,
+              "seen_in_training": forget_class in cfg.generalist.train_classes,
+              "before": before, "after": after, "final_reward_terms": terms,
+              "edit_seconds": timings[0], "edit_seconds_all": timings,
+              "edit_seconds_median": float(np.median(timings)), "edit_seconds_max": max(timings),
+              "load_seconds": load_seconds,
+              "summary": world.task.summary(after)}
     write_json(out / "metrics.json", result)
     return result
 

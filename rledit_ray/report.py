@@ -23,8 +23,8 @@ def _pct(x) -> str:
     return "n/a" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{100 * x:.2f}%"
 
 
-def write_report(path: Path, metrics: dict, config_dict: dict, task) -> None:
-    """`task` supplies its table rows, a note and extra sections."""
+def write_report(path: Path, metrics: dict, config_dict: dict, task, sections: list[str] | None = None) -> None:
+    """`task` supplies its table rows, a note and extra sections; `sections` adds more."""
     rows = ["| metric | before | random policy | after (RL edit) |", "|---|---|---|---|"]
     rand = metrics.get("random_policy", {})
     for key, label in task.report_rows:
@@ -37,7 +37,7 @@ def write_report(path: Path, metrics: dict, config_dict: dict, task) -> None:
     if config_dict.get("task") == "bias":
         settings["bias"] = config_dict.get("bias")
     note = task.report_note
-    sections = task.report_sections(metrics)
+    sections = [*task.report_sections(metrics), *(sections or [])]
     settings["step_size"] = metrics.get("step_size")
     lines = [
         f"# rledit run: {metrics['task']} on {config_dict.get('dataset')} ({metrics['world']} world, seed {metrics['seed']})",

@@ -19,6 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
+from rledit_ray import generalist
 from rledit_ray.config import RunConfig
 from rledit_ray.errors import UserError
 from rledit_ray.report import write_config, write_curves, write_json, write_report
@@ -76,16 +77,23 @@ def train(cfg: RunConfig, out: str | Path, progress=print, address: str | None =
 
     world = build_world(cfg)
     task = world.task
-    run_episode(world, lambda obs: np.zeros(world.action_space.shape, np.float32))
-    before = world.task_metrics()
-    # Tasks with paired bootstrap intervals (bias) compare the same test rows before/after.
-    before_scores = task.pool_scores(world.scores, "test") if hasattr(task, "paired_intervals") else None
-    rand = random_policy_metrics(world, task, seed=cfg.seed)
-    progress(f"before: {task.summary(before)} | random policy: {task.summary(rand)}")
+    many = cfg.generalist is not None  # one policy over many requests (generalist.py)
+    if many:
+        before, rand = _generalist_before(world, cfg, progress)
+        before_scores = None
+    else:
+        run_episode(world, lambda obs: np.zeros(world.action_space.shape, np.float32))
+        before = world.task_metrics()
+        # Tasks with paired bootstrap intervals (bias) compare the same test rows before/after.
+        before_scores = task.pool_scores(world.scores, "test") if hasattr(task, "paired_intervals") else None
+        rand = random_policy_metrics(world, task, seed=cfg.seed)
+        progress(f"before: {task.summary(before)} | random policy: {task.summary(rand)}")
 
     ensure_ray(address)
-    settings = AgentSettings(**cfg.agent.model_dump(), seed=cfg.seed)
-    env_config = {**config_dict, "factor_layout": world.factor_layout}
+    settings = AgentSettings(**cfg.agent.model_dump(), seed=cfg.seed,
+                             module="rowwise" if many else "factorized")
+    env_config = {**config_dict, "factor_layout": world.factor_layout,
+                  **({"obs_layout": world.obs_layout} if many else {})}
     algo = build_ppo_config(WORLD_IDS[cfg.world], build_env, env_config, settings).build_algo()
 
     history, best, env_steps, ckpt = [], None, 0, run_dir / "checkpoint"
@@ -104,18 +112,22 @@ def train(cfg: RunConfig, out: str | Path, progress=print, address: str | None =
                    "env_steps_per_s": _steps_this_iter(result) / max(time.perf_counter() - t0, 1e-9)}
             if it % cfg.training.eval_every == 0 or it == cfg.training.iterations:
                 module = module_from_algo(algo)
-                run_episode(world, lambda obs: deterministic_action(module, obs))
-                row.update(world.task_metrics(pools=("validation",)))
+                policy = lambda obs: deterministic_action(module, obs)  # noqa: E731
+                if many:
+                    row.update(generalist.validation_row(world, policy, cfg.generalist.train_classes))
+                else:
+                    run_episode(world, policy)
+                    row.update(world.task_metrics(pools=("validation",)))
                 score = row["selection_score"] = task.selection_score(row)
                 if best is None or score > best["score"]:
                     best = {"score": score, "iteration": it}
                     _save_checkpoint_atomically(algo, ckpt, config_dict,
                                                 {"history": [*history, row], "best": best, "env_steps": env_steps})
             history.append(row)
-            progress(_progress_line(row, cfg.training.iterations, task))
+            progress(_progress_line(row, cfg.training.iterations, task, many))
             if on_iteration is not None:
                 on_iteration(row)
-            if task.met_stop(row, cfg.training):
+            if (generalist.met_stop if many else task.met_stop)(row, cfg.training):
                 progress(f"validation target met at iteration {it}: stopping early")
                 break
     finally:
@@ -124,8 +136,13 @@ def train(cfg: RunConfig, out: str | Path, progress=print, address: str | None =
     from rledit_ray.agent import load_module
 
     best_module = load_module(str(ckpt))
-    final = run_episode(world, lambda obs: deterministic_action(best_module, obs))
-    after = world.task_metrics()
+    best_policy = lambda obs: deterministic_action(best_module, obs)  # noqa: E731
+    extra = {}
+    if many:
+        after, final, extra = _generalist_after(world, best_policy, cfg)
+    else:
+        final = run_episode(world, best_policy)
+        after = world.task_metrics()
     save_weights(world.model, run_dir / "edited_weights.safetensors",
                  {"task": cfg.task, "dataset": cfg.dataset, "world": cfg.world, "seed": cfg.seed,
                   "edit": cfg.edit, "target": world.target_metadata})
@@ -139,16 +156,41 @@ def train(cfg: RunConfig, out: str | Path, progress=print, address: str | None =
         "final_reward_terms": dict(final),
         "env_steps": env_steps, "iterations": len(history), "best_iteration": best["iteration"],
         "wall_time_s": time.perf_counter() - started,
-        "target": world.target_metadata, "history": history,
+        "target": world.target_metadata, "history": history, **extra,
     }
     if before_scores is not None:
         metrics["intervals"] = task.paired_intervals(before_scores, task.pool_scores(world.scores, "test"))
     write_curves(run_dir / "curves.png", history, task.curve_keys)
-    write_report(run_dir / "report.md", metrics, config_dict, task)
+    write_report(run_dir / "report.md", metrics, config_dict, task,
+                 sections=[generalist.report_section(metrics)] if many else None)
     write_json(run_dir / "metrics.json", metrics)  # last: its presence marks a finished run
     progress(f"after: {task.summary(after)} | "
              f"{env_steps} env steps, {metrics['wall_time_s']:.0f} s | run dir: {run_dir}")
     return metrics
+
+
+def _generalist_before(world, cfg: RunConfig, progress) -> tuple[dict, dict]:
+    """The unedited network and a uniform random policy, averaged over the held-out requests
+    (the numbers "after" is compared with)."""
+    g = cfg.generalist
+    before = generalist.mean_over(generalist.per_request(world, generalist.no_edit(world), g.heldout_classes))
+    rand = generalist.mean_over(generalist.per_request(world, random_policy(world, cfg.seed), g.heldout_classes))
+    world.use_request(None)
+    summary = world.task.summary
+    progress(f"generalist: train requests {g.train_classes}, held out {g.heldout_classes} | held-out mean "
+             f"before: {summary(before)} | random policy: {summary(rand)}")
+    return before, rand
+
+
+def _generalist_after(world, policy, cfg: RunConfig) -> tuple[dict, dict, dict]:
+    """Held-out means as `after` (so summaries read like any run), every request's metrics."""
+    g = cfg.generalist
+    results = generalist.per_request(world, policy, [*g.train_classes, *g.heldout_classes])
+    after = generalist.mean_over({k: results[k] for k in g.heldout_classes})
+    final = results[g.heldout_classes[0]]["final_reward_terms"] if g.heldout_classes else {}
+    world.use_request(None)
+    return after, final, {"per_request": {str(k): r for k, r in results.items()},
+                          "train_classes": list(g.train_classes), "heldout_classes": list(g.heldout_classes)}
 
 
 def _save_checkpoint_atomically(algo, path: Path, config_dict: dict, state: dict | None = None) -> None:
@@ -179,10 +221,10 @@ def _restore(algo, ckpt: Path) -> tuple[list, dict, int]:
     return state["history"], state["best"], int(state["env_steps"])
 
 
-def _progress_line(row: dict, total: int, task) -> str:
+def _progress_line(row: dict, total: int, task, many: bool = False) -> str:
     line = (f"iter {row['iteration']:3d}/{total} | env steps {row['env_steps']:7d} | "
             f"{row['env_steps_per_s']:6.0f} steps/s | return {row['episode_return_mean']:+.3f}")
-    return line + task.progress(row)
+    return line + (generalist.progress(row) if many else task.progress(row))
 
 
 def _env_steps(result: dict, previous: int) -> int:

@@ -1,6 +1,6 @@
 """Using a trained policy without an Algorithm (and without a Ray cluster).
 
-- `load_module(dir)`: the FactorizedPPOModule from a checkpoint that
+- `load_module(dir)`: the FactorizedPPOModule (or RowwisePPOModule) from a checkpoint that
   `Algorithm.save_to_path(dir)` wrote (or from a module directory inside it).
 - `module_from_algo(algo)`: the live module of a running Algorithm, on the driver.
 - `deterministic_action(module, obs)`: the mean action, clipped to the action box,
@@ -19,6 +19,7 @@ from ray.rllib.core.columns import Columns
 from ray.rllib.core.rl_module.rl_module import RLModule
 
 from rledit_ray.agent.module import FactorizedPPOModule
+from rledit_ray.agent.rowwise import RowwisePPOModule
 
 # Where Algorithm.save_to_path() puts the learner's (full, trained) module in ray 2.60.
 # The env_runner/ sub-dir holds only connector states, no module weights.
@@ -41,8 +42,8 @@ def find_module_dir(checkpoint_dir: Union[str, pathlib.Path]) -> pathlib.Path:
 def load_module(checkpoint_dir: Union[str, pathlib.Path]) -> FactorizedPPOModule:
     """Load the trained module on CPU, in eval mode; needs no Ray cluster."""
     module = RLModule.from_checkpoint(find_module_dir(checkpoint_dir).as_posix())
-    if not isinstance(module, FactorizedPPOModule):
-        raise TypeError(f"Expected a FactorizedPPOModule, got {type(module).__name__}.")
+    if not isinstance(module, (FactorizedPPOModule, RowwisePPOModule)):
+        raise TypeError(f"Expected a FactorizedPPOModule or RowwisePPOModule, got {type(module).__name__}.")
     return module.to("cpu").eval()
 
 

@@ -26,9 +26,11 @@ from ray.rllib.core.rl_module.rl_module import RLModuleSpec
 from ray.tune.registry import register_env
 
 from rledit_ray.agent.module import DEFAULT_INITIAL_LOG_STD, FactorizedPPOModule
+from rledit_ray.agent.rowwise import RowwisePPOModule
 from rledit_ray.errors import UserError
 
 logger = logging.getLogger(__name__)
+MODULES = {"factorized": FactorizedPPOModule, "rowwise": RowwisePPOModule}
 
 
 @dataclasses.dataclass
@@ -57,6 +59,9 @@ class AgentSettings:
     initial_log_std: float = DEFAULT_INITIAL_LOG_STD
     seed: int = 0
     restart_failed_env_runners: bool = True
+    # "factorized" (module.py, any observation) or "rowwise" (rowwise.py: needs the world's
+    # row-wise observation and env_config["obs_layout"]; serves unseen requests).
+    module: str = "factorized"
 
 
 def gpus_available() -> bool:
@@ -139,6 +144,14 @@ def build_ppo_config(
         "hidden": list(s.hidden),
         "initial_log_std": s.initial_log_std,
     }
+    module_class = MODULES.get(s.module)
+    if module_class is None:
+        raise UserError(f"unknown agent module '{s.module}': choose {' or '.join(MODULES)}")
+    if s.module == "rowwise":
+        if not env_config.get("obs_layout"):
+            raise UserError("the rowwise module needs the world's row-wise observation: configure a generalist: section")
+        model_config["obs_layout"] = dict(env_config["obs_layout"])
+        model_config["rank"] = int(env_config["factor_layout"][0]["rank"])
     return (
         PPOConfig()
         .environment(env_id, env_config=env_config)
@@ -168,7 +181,7 @@ def build_ppo_config(
         )
         .rl_module(
             rl_module_spec=RLModuleSpec(
-                module_class=FactorizedPPOModule, model_config=model_config
+                module_class=module_class, model_config=model_config
             )
         )
         .debugging(seed=s.seed)

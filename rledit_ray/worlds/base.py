@@ -8,8 +8,13 @@ An episode edits a private copy of the target for `episode_length` steps. Each s
 3. run only the network suffix after the first edited layer on the cached activations of
    the reward samples (the frozen prefix ran once), and score the logits with the task.
 
-Observation: the current edited weights divided by their original scale (exact while they
-fit `obs_budget` values, else a fixed random sketch), the reward terms, and t / T.
+Observation ("weights"): the current edited weights divided by their original scale (exact
+while they fit `obs_budget` values, else a fixed random sketch), the reward terms, and t / T.
+Observation ("rowwise", worlds/rowwise.py): the request described by data, per output row.
+
+Requests: given `requests` (tasks/requests.py), each reset samples the episode's forget
+class from its training requests (or takes the one `use_request` pinned), so one world
+serves a distribution of edit requests.
 """
 from __future__ import annotations
 
@@ -25,10 +30,12 @@ import torch
 from torch import nn
 
 from rledit_ray.errors import UserError
+from rledit_ray.worlds import rowwise
 from rledit_ray.worlds.layers import EditLayer, resolve_edit_layers, split_point
 
 log = logging.getLogger(__name__)
 REWARD_MODES = ("improvement", "level")
+OBSERVATIONS = ("weights", "rowwise")
 # Reward terms put into the observation when a task does not declare its own `observed_terms`.
 OBSERVED_TERMS = ("utility", "objective")
 
@@ -45,6 +52,7 @@ class WorldSettings:
     # edit's score gain); "level": reward = score_t - score_0 at every step.
     reward_mode: str = "improvement"
     obs_budget: int = 4096
+    observation: str = "weights"
     seed: int = 0
     device: str = "auto"
 
@@ -60,6 +68,8 @@ class WorldSettings:
             raise UserError(f"mask_bounds must contain 1 (the unedited mask), got [{lo}, {hi}]")
         if self.reward_mode not in REWARD_MODES:
             raise UserError(f"unknown reward mode '{self.reward_mode}': choose {' or '.join(REWARD_MODES)}")
+        if self.observation not in OBSERVATIONS:
+            raise UserError(f"unknown observation '{self.observation}': choose {' or '.join(OBSERVATIONS)}")
         if self.obs_budget < 1:
             raise UserError(f"obs_budget must be >= 1 (got {self.obs_budget})")
 
@@ -125,11 +135,12 @@ class EditWorld(gym.Env):
     metadata = {"render_modes": []}
 
     def __init__(self, model: nn.Module, edit: list[str], task, settings: WorldSettings | None = None,
-                 prefix_cache: dict | None = None):
+                 prefix_cache: dict | None = None, requests=None):
         self.settings = settings or WorldSettings()
         self.settings.check()
         self.device = resolve_device(self.settings.device)
-        self.task = task.to(self.device)
+        self.requests = requests.to(self.device) if requests is not None else None
+        self.pinned_request = None
         self.model = model.to(self.device).eval().requires_grad_(False)
         self.layers: list[EditLayer] = resolve_edit_layers(self.model, edit)
         self.original = [layer.read().clone() for layer in self.layers]
@@ -142,10 +153,11 @@ class EditWorld(gym.Env):
         self.suffix = self.model[k:] if k is not None else self.model
         # Sub-envs of one runner pass the same dict: the prefix runs once per process.
         self._prefix_cache = prefix_cache if prefix_cache is not None else {}
-        self.reward_h = self._prefix_activations("reward", self.task.reward_x)
-        with torch.inference_mode():
-            self.reference_logits = self.suffix(self.reward_h)
-        self.initial_terms = self.task.reward_terms(self.reference_logits, self.reference_logits)
+        self.request = None
+        if self.requests is not None:
+            self._use_request(self.requests.train_classes[0])
+        else:
+            self._use_task(task.to(self.device), "")
         self.observed_terms = tuple(getattr(self.task, "observed_terms", OBSERVED_TERMS))
 
         r = self.settings.rank
@@ -155,7 +167,14 @@ class EditWorld(gym.Env):
         n_act = sum(r * (layer.rows + layer.cols) for layer in self.layers)
         self.action_space = gym.spaces.Box(-1.0, 1.0, (n_act,), np.float32)
         self._sketches = self._make_sketches()
-        n_obs = sum(self._observed_size(i) for i in range(len(self.layers))) + len(self.observed_terms) + 1
+        n_globals = len(self.observed_terms) + 1
+        if self.settings.observation == "rowwise":
+            rowwise.check_rowwise_edit(self.layers, self.suffix, self.reference_logits)
+            self.obs_layout = rowwise.obs_layout(self.layers[0].rows, self.layers[0].cols, n_globals)
+            n_obs = rowwise.obs_size(self.obs_layout)
+        else:
+            self.obs_layout = None
+            n_obs = sum(self._observed_size(i) for i in range(len(self.layers))) + n_globals
         self.observation_space = gym.spaces.Box(-np.inf, np.inf, (n_obs,), np.float32)
         self.t = 0
         self._reset_state()
@@ -180,8 +199,12 @@ class EditWorld(gym.Env):
             layer.write(w0)
         # The edited matrices as last written (observed without reading them back).
         self.matrices = list(self.original)
+        if self.requests is not None:  # after the restore: a request's reference is the original network
+            k = self.pinned_request if self.pinned_request is not None else self.requests.sample(self.np_random)
+            self._use_request(k)
         self.terms = dict(self.initial_terms)
         self._score = self._weighted(self.terms)
+        self._logits = self.reference_logits
         return self._observe(), dict(self.terms)
 
     def step(self, action):
@@ -205,6 +228,7 @@ class EditWorld(gym.Env):
 
     def finish_step(self, logits: torch.Tensor):
         """Score the edited logits: the rest of gymnasium's step() tuple."""
+        self._logits = logits
         self.terms = self.task.reward_terms(logits, self.reference_logits)
         score = self._weighted(self.terms)
         if self.settings.reward_mode == "improvement":
@@ -217,6 +241,37 @@ class EditWorld(gym.Env):
         # PPO must not bootstrap past it.
         terminated = self.t >= self.settings.episode_length
         return self._observe(), float(reward), terminated, False, dict(self.terms)
+
+    # ------------------------------------------------------------------ requests
+    def use_request(self, k: int | None) -> None:
+        """Pin the forget class of every following episode (None: sample training requests)."""
+        if self.requests is None:
+            raise UserError("this world serves one fixed request: configure a generalist: section")
+        self.pinned_request = None if k is None else self.requests.check(k)
+
+    def drop_request(self, k: int) -> None:
+        """Forget what was prepared for request k (its task, cached activations), so that
+        serving it again is timed from scratch."""
+        if self.request == k:
+            self.request = None
+        self.requests.drop(k)
+        for key in [key for key in self._prefix_cache if key.startswith(f"{k}:") or key.startswith(f"eval:{k}:")]:
+            del self._prefix_cache[key]
+
+    def _use_request(self, k: int) -> None:
+        if k != self.request:
+            self._use_task(self.requests.task(k), f"{k}:")
+            self.request = k
+
+    def _use_task(self, task, key: str) -> None:
+        """Make `task` the episode's task; `key` keeps its cached activations apart from
+        other requests' (the empty key of a single-request world keeps the old names)."""
+        self.task, self._key = task, key
+        self.reward_h = self._prefix_activations(f"{key}reward", task.reward_x)
+        with torch.inference_mode():
+            self.reference_logits = self.suffix(self.reward_h)
+        self.initial_terms = task.reward_terms(self.reference_logits, self.reference_logits)
+        self._column_features = None  # request data, computed once per request when observed
 
     # ------------------------------------------------------------------ helpers
     def factors(self, action: torch.Tensor) -> list[tuple[torch.Tensor, torch.Tensor]]:
@@ -266,6 +321,8 @@ class EditWorld(gym.Env):
         return sketches
 
     def _observe(self) -> np.ndarray:
+        if self.settings.observation == "rowwise":
+            return self._observe_rowwise()
         parts = []
         with torch.inference_mode():
             for w, scale, sketch in zip(self.matrices, self.scales, self._sketches):
@@ -273,6 +330,22 @@ class EditWorld(gym.Env):
             weights = torch.cat(parts).cpu().numpy()
         extra = [self.terms[k] for k in self.observed_terms] + [self.t / self.settings.episode_length]
         return np.concatenate([weights, np.asarray(extra, np.float32)])
+
+    def _observe_rowwise(self) -> np.ndarray:
+        layer = self.layers[0]
+        extra = [self.terms[k] for k in self.observed_terms] + [self.t / self.settings.episode_length]
+        with torch.inference_mode():
+            if self._column_features is None:
+                self._column_features = rowwise.column_features(self.reward_h, self.task.n_forget,
+                                                                layer.bias is not None)
+            obs = torch.cat([
+                rowwise.row_features(self._logits, self.task.reward_y, self.task.n_forget,
+                                     self.reference_logits).reshape(-1),
+                self._column_features.reshape(-1),
+                torch.stack([layer.read() / self.scales[0], self.original[0] / self.scales[0]], -1).reshape(-1),
+                torch.tensor(extra, dtype=torch.float32, device=self.device),
+            ])
+            return obs.float().cpu().numpy()
 
     def _prefix_activations(self, key: str, x: torch.Tensor) -> torch.Tensor:
         if key not in self._prefix_cache:
@@ -286,7 +359,7 @@ class EditWorld(gym.Env):
     def logits(self, name: str, labeled) -> torch.Tensor:
         """Logits of the current edited network on a named evaluation set, reusing cached
         prefix activations (identical to a full forward pass)."""
-        h = self._prefix_activations(f"eval:{name}", labeled.x)
+        h = self._prefix_activations(f"eval:{self._key}{name}", labeled.x)
         with torch.inference_mode():
             if not len(h):
                 return self.suffix(h)

@@ -70,10 +70,21 @@ class WorldBatch(gym.vector.VectorEnv):
         return obs, rewards, terminated, truncated, infos
 
     def _reward_logits(self, which: list[int]) -> dict[int, torch.Tensor]:
-        if not which:
-            return {}
-        if self.batched_layer is None or len(which) == 1:
+        if self.batched_layer is None:
             return {i: self.worlds[i].reward_logits() for i in which}
+        # Worlds serving different requests (a generalist's episodes) hold different reward
+        # samples: stack the worlds that share theirs.
+        groups: dict[int, list[int]] = {}
+        for i in which:
+            groups.setdefault(id(self.worlds[i].reward_h), []).append(i)
+        logits = {}
+        for group in groups.values():
+            logits.update(self._stacked_logits(group))
+        return logits
+
+    def _stacked_logits(self, which: list[int]) -> dict[int, torch.Tensor]:
+        if len(which) == 1:
+            return {which[0]: self.worlds[which[0]].reward_logits()}
         first = self.worlds[which[0]]
         h = first.reward_h
         layers = [self.worlds[i].model.get_submodule(self.batched_layer) for i in which]

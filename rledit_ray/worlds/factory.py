@@ -20,6 +20,7 @@ from rledit_ray.targets.encoder import dataset_embeddings
 from rledit_ray.targets.text_head import load_text_head
 from rledit_ray.tasks import UnlearningTask
 from rledit_ray.tasks.bias import BiasTask, bias_data
+from rledit_ray.tasks.requests import UnlearningRequests
 from rledit_ray.worlds.base import EditWorld, WorldSettings
 from rledit_ray.worlds.batched import WorldBatch
 from rledit_ray.worlds.mask import MaskWorld
@@ -27,7 +28,7 @@ from rledit_ray.worlds.shift import ShiftWorld
 
 WORLD_CLASSES = {"mask": MaskWorld, "shift": ShiftWorld}
 _PROCESS_CACHE: dict[str, dict] = {}
-AGENT_ONLY_KEYS = ("factor_layout",)
+AGENT_ONLY_KEYS = ("factor_layout", "obs_layout")
 
 
 def world_settings(cfg: RunConfig) -> WorldSettings:
@@ -40,6 +41,7 @@ def world_settings(cfg: RunConfig) -> WorldSettings:
         objective_coef=cfg.reward.objective_coef,
         reward_mode=cfg.reward.mode,
         obs_budget=cfg.obs_budget,
+        observation="rowwise" if cfg.generalist is not None else "weights",
         seed=cfg.seed,
         device=cfg.device,
     )
@@ -49,7 +51,7 @@ def _shared(cfg: RunConfig) -> dict:
     """Dataset, target, task and prefix cache for this config, built once per process."""
     key = json.dumps(cfg.model_dump(include={
         "task", "dataset", "data_root", "data_source", "forget_classes", "target_seed",
-        "edit", "samples", "seed", "device", "reward", "bias",
+        "edit", "samples", "seed", "device", "reward", "bias", "generalist",
     }), sort_keys=True)
     if key in _PROCESS_CACHE:
         return _PROCESS_CACHE[key]
@@ -58,9 +60,16 @@ def _shared(cfg: RunConfig) -> dict:
     else:
         ds = load_dataset(cfg.dataset, root=cfg.data_root, source=cfg.data_source)
         model, meta = load_target(ds, seed=cfg.target_seed)
-        splits = unlearning_splits(ds, cfg.forget_classes)
-        task = UnlearningTask(splits, samples_per_set=cfg.samples.per_set, seed=cfg.seed,
-                              target_margin=cfg.reward.target_margin, kl_coef=cfg.reward.kl_coef)
+        task_args = {"samples_per_set": cfg.samples.per_set, "seed": cfg.seed,
+                     "target_margin": cfg.reward.target_margin, "kl_coef": cfg.reward.kl_coef}
+        if cfg.generalist is not None:
+            requests = UnlearningRequests(ds, cfg.generalist.train_classes, **task_args)
+            for k in cfg.generalist.heldout_classes:
+                requests.check(k)
+            _PROCESS_CACHE[key] = {"model": model, "meta": meta, "task": None, "requests": requests,
+                                   "prefix_cache": {}}
+            return _PROCESS_CACHE[key]
+        task = UnlearningTask(unlearning_splits(ds, cfg.forget_classes), **task_args)
     _PROCESS_CACHE[key] = {"model": model, "meta": meta, "task": task, "prefix_cache": {}}
     return _PROCESS_CACHE[key]
 
@@ -92,7 +101,7 @@ def build_world(config: RunConfig | dict) -> EditWorld:
     shared = _shared(cfg.check())
     world = WORLD_CLASSES[cfg.world](
         copy.deepcopy(shared["model"]), cfg.edit, shared["task"], world_settings(cfg),
-        prefix_cache=shared["prefix_cache"],
+        prefix_cache=shared["prefix_cache"], requests=shared.get("requests"),
     )
     world.target_metadata = shared["meta"]
     return world
