@@ -143,9 +143,11 @@ def train(cfg: RunConfig, out: str | Path, progress=print, address: str | None =
     else:
         final = run_episode(world, best_policy)
         after = world.task_metrics()
+    # A generalist run's world holds the edit for the last request it served (named here).
     save_weights(world.model, run_dir / "edited_weights.safetensors",
                  {"task": cfg.task, "dataset": cfg.dataset, "world": cfg.world, "seed": cfg.seed,
-                  "edit": cfg.edit, "target": world.target_metadata})
+                  "edit": cfg.edit, "target": world.target_metadata,
+                  **({"forget_class": world.request} if many else {})})
     metrics = {
         "task": cfg.task, "world": cfg.world, "seed": cfg.seed, "dataset": cfg.dataset,
         **({"forget_classes": cfg.forget_classes} if cfg.task == "unlearning" else {}),

@@ -190,6 +190,10 @@ def test_training_reports_every_request(generalist_run):
     assert m["after"]["forget_acc"] == pytest.approx(np.mean([m["per_request"][k]["forget_acc"] for k in "789"]))
     assert set(m["history"][0]["per_request_val"]) == {str(k) for k in TRAIN}
     assert "| 8 | yes |" in (generalist_run / "report.md").read_text()
+    from safetensors import safe_open
+
+    with safe_open(str(generalist_run / "edited_weights.safetensors"), "pt") as f:
+        assert json.loads(f.metadata()["rledit"])["forget_class"] == 9  # the last request served
 
 
 def test_edit_serves_a_held_out_class(generalist_run, tmp_path, capsys):
