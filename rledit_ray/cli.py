@@ -150,9 +150,9 @@ def cmd_compare(args) -> int:
         rl_runs[(method, int(seed))] = run
     task = args.task or "unlearning"
     methods = (args.methods or default_methods(task)) + [f"rl_mask_{layer}" for layer in args.layer]
-    run_compare(args.out, task=task, dataset=args.dataset, forget_classes=args.forget_classes,
-                methods=methods, seeds=args.seeds, first_seed=args.first_seed, config_path=args.config, rl_iterations=args.rl_iterations,
-                rl_runs=rl_runs)
+    run_compare(args.out, task=task, dataset=args.dataset, data_root=args.data_root, data_source=args.data_source,
+                forget_classes=args.forget_classes, methods=methods, seeds=args.seeds, first_seed=args.first_seed,
+                config_path=args.config, rl_iterations=args.rl_iterations, rl_runs=rl_runs)
     return 0
 
 

@@ -165,7 +165,7 @@ def _harness(cfg) -> Harness:
 
 
 def run_compare(out: str | Path, task: str = "unlearning", dataset: str | None = None,
-                forget_classes: list[int] | None = None, methods: list[str] | None = None,
+                data_root: str | None = None, data_source: str | None = None, forget_classes: list[int] | None = None, methods: list[str] | None = None,
                 seeds: int = 3, first_seed: int = 0, config_path: str | None = None, rl_iterations: int | None = None,
                 rl_runs: dict[tuple[str, int], str] | None = None, progress=print) -> Path:
     """Run every method for seeds first_seed..first_seed+seeds-1; returns the output folder.
@@ -180,8 +180,9 @@ def run_compare(out: str | Path, task: str = "unlearning", dataset: str | None =
         raise UserError(f"'{out}' holds a --task {other.pop()} comparison: choose another --out for --task {task}")
     torch.set_num_threads(1)  # tiny ops on shared cores: threads cost more than they give
     base = read_yaml_mapping(config_path) if config_path else {}
-    base = with_overrides(base, {"task": task, **({"dataset": dataset} if dataset else {}),
-                                 **({"forget_classes": forget_classes} if forget_classes else {})})
+    flags = {"task": task, "dataset": dataset, "data_root": data_root, "data_source": data_source,
+             "forget_classes": forget_classes}
+    base = with_overrides(base, {k: v for k, v in flags.items() if v})
     cfg = build_config(base)
     harness = _harness(cfg)
     for m in methods:  # refuse bad layer names before hours of work, not after
