@@ -120,8 +120,8 @@ def evaluate_unlearning(model: nn.Module, splits: UnlearningSplits, seed: int = 
 
 def evaluate_bias(model: nn.Module, task, seed: int = 0) -> dict[str, float]:
     """Every bias metric of `model` (a head on embeddings) on the task's test split."""
+    from rledit_ray.baselines.head_fit import train_side
     from rledit_ray.targets import full_model_scores
-    from rledit_ray.tasks.bias import GroupedSet
 
     model = model.eval()
     report = task.metrics(full_model_scores(model), pools=("test",))
@@ -129,10 +129,7 @@ def evaluate_bias(model: nn.Module, task, seed: int = 0) -> dict[str, float]:
     for group, values in report["groups"].items():
         out.update({f"{k}_{group}": float(values[k]) for k in ("subgroup_auc", "bpsn_auc", "bnsp_auc")})
     rng = np.random.default_rng(seed)
-    fit, reward = task.data.fit, task.data.reward
-    train = GroupedSet(torch.cat([fit.x, reward.x]), torch.cat([fit.y, reward.y]),
-                       torch.cat([fit.membership, reward.membership]))
-    train_feats, train_group = _grouped_features(model, train)
+    train_feats, train_group = _grouped_features(model, train_side(task))
     test_feats, test_group = _grouped_features(model, task.data.test)
     keep = _rows(np.arange(len(train_group)), PROBE_ROWS, rng)
     out["group_probe_acc"] = probe_accuracy(train_feats[keep], train_group[keep], test_feats, test_group, seed)

@@ -15,7 +15,7 @@ from rledit_ray.data.text import TextDataset, text_splits
 from rledit_ray.errors import UserError
 from rledit_ray.evaluation import evaluate_bias, probe_accuracy
 from rledit_ray.targets.text_head import load_text_head
-from rledit_ray.tasks.bias import BiasTask, GroupedSet, bias_data
+from rledit_ray.tasks.bias import BiasTask, bias_data
 
 torch.set_num_threads(1)
 GROUPS = ("a", "b", "c")

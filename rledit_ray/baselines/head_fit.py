@@ -13,9 +13,9 @@ from typing import Callable
 import torch
 from torch import nn
 
+from rledit_ray.errors import UserError
 from rledit_ray.targets import full_model_scores
 from rledit_ray.tasks.bias import BiasTask, GroupedSet
-from rledit_ray.errors import UserError
 
 TRAIN_POOLS = ("fit", "reward")
 
