@@ -319,9 +319,11 @@ def write_plot(path: Path, rows: list[dict], spec: CompareSpec) -> None:
         ax1.bar(x + (i - (len(metrics) - 1) / 2) * width, [s[0] for s in stats], width,
                 yerr=[s[1] for s in stats], label=label, capsize=2)
     ax1.set_xticks(x, methods, rotation=30, ha="right")
-    # Bias metrics live in a narrow band (AUCs of 0.6-0.85): start the axis near it.
-    ax1.set(ylabel="fraction", ylim=(0 if lowest < 0.3 else lowest - 0.05, 1.05), title=spec.plot_title)
-    ax1.legend(ncol=len(metrics), fontsize=8, loc="lower left")
+    # Bias metrics live in a narrow band (AUCs of 0.6-0.85): start the axis near it, and put
+    # the legend in the empty band above the bars.
+    narrow = lowest >= 0.3
+    ax1.set(ylabel="fraction", ylim=(lowest - 0.05 if narrow else 0, 1.05), title=spec.plot_title)
+    ax1.legend(ncol=len(metrics), fontsize=8, loc="upper left" if narrow else "lower left")
     times = [mean_spread([r["time_s"] for r in rows if r["method"] == m]) for m in methods]
     ax2.barh(x, [t[0] for t in times], xerr=[t[1] for t in times], color="gray")
     ax2.set_yticks(x, methods)
