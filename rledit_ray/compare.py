@@ -165,7 +165,8 @@ def _harness(cfg) -> Harness:
 
 
 def run_compare(out: str | Path, task: str = "unlearning", dataset: str | None = None,
-                data_root: str | None = None, data_source: str | None = None, forget_classes: list[int] | None = None, methods: list[str] | None = None,
+                data_root: str | None = None, data_source: str | None = None,
+                forget_classes: list[int] | None = None, methods: list[str] | None = None,
                 seeds: int = 3, first_seed: int = 0, config_path: str | None = None, rl_iterations: int | None = None,
                 rl_runs: dict[tuple[str, int], str] | None = None, progress=print) -> Path:
     """Run every method for seeds first_seed..first_seed+seeds-1; returns the output folder.
