@@ -210,6 +210,8 @@ def test_compare_bias_with_rl_rows(tmp_path):
     run = json.loads((out / "runs" / "rl_shift-seed0" / "metrics.json").read_text())
     assert run["task"] == "bias" and run["world"] == "shift" and run["iterations"] == 2
     assert float(rows["rl_shift"]["time_s"]) == pytest.approx(run["wall_time_s"])
+    assert 0 < float(rows["rl_shift"]["overall_auc"]) <= 1
+    # (On 48 test rows some group metrics lack a class and are NaN in both.)
     for key in ("overall_auc", "bias_score", "worst_group_bias_auc", "counterfactual_gap"):
-        assert float(rows["rl_shift"][key]) == pytest.approx(run["after"][key])
-        assert float(rows["original"][key]) == pytest.approx(run["before"][key])
+        assert float(rows["rl_shift"][key]) == pytest.approx(run["after"][key], nan_ok=True)
+        assert float(rows["original"][key]) == pytest.approx(run["before"][key], nan_ok=True)
