@@ -70,8 +70,8 @@ def _parser() -> argparse.ArgumentParser:
 
     c = sub.add_parser("compare", help="RL edits and hand-designed baselines side by side (comparison.csv/md/png)")
     _add_run_flags(c)
-    c.add_argument("--methods", nargs="+", help="method names (default: original, every baseline, rl_mask, "
-                   "rl_shift, rl_mask_fc1); rl_<world>_<layer> edits that layer")
+    c.add_argument("--methods", nargs="+", help="method names (default: original, every baseline of the task, "
+                   "rl_mask, rl_shift, and for unlearning rl_mask_fc1); rl_<world>_<layer> edits that layer")
     c.add_argument("--layer", action="append", default=[], help="also run rl_mask_<LAYER> (repeatable)")
     c.add_argument("--seeds", type=int, default=3, help="number of seeds (default 3)")
     c.add_argument("--first-seed", type=int, default=0,
@@ -155,7 +155,7 @@ def cmd_sweep(args) -> int:
 
 
 def cmd_compare(args) -> int:
-    from rledit_ray.compare import DEFAULT_METHODS, run_compare
+    from rledit_ray.compare import default_methods, run_compare
 
     if args.seed is not None:
         raise UserError("compare runs several seeds: use --seeds N (and --first-seed S), not --seed")
@@ -166,10 +166,11 @@ def cmd_compare(args) -> int:
         if not (sep and run and seed.isdigit()):
             raise UserError(f"--rl-run '{item}': expected METHOD:SEED=RUN_DIR, e.g. rl_mask:0=runs/mask-seed0")
         rl_runs[(method, int(seed))] = run
-    methods = (args.methods or DEFAULT_METHODS) + [f"rl_mask_{layer}" for layer in args.layer]
-    run_compare(args.out, task=args.task or "unlearning", dataset=args.dataset, forget_classes=args.forget_classes,
-                methods=methods, seeds=args.seeds, first_seed=args.first_seed, config_path=args.config, rl_iterations=args.rl_iterations,
-                rl_runs=rl_runs)
+    task = args.task or "unlearning"
+    methods = (args.methods or default_methods(task)) + [f"rl_mask_{layer}" for layer in args.layer]
+    run_compare(args.out, task=task, dataset=args.dataset, data_root=args.data_root, data_source=args.data_source,
+                forget_classes=args.forget_classes, methods=methods, seeds=args.seeds, first_seed=args.first_seed,
+                config_path=args.config, rl_iterations=args.rl_iterations, rl_runs=rl_runs)
     return 0
 
 

@@ -15,6 +15,14 @@ Metric names follow the project's (fractions, not percent):
   balanced accuracy on test. 0.5 = gone from the representation; a head-only edit leaves
   it near the original's, whatever its forget accuracy says;
 - gap_to_retrain: mean |x - x_retrain| over UA, RA, TA and MIA (lower = closer to the gold standard).
+
+Bias (`evaluate_bias`, on the held-out test split only): every metric of the bias task's report
+(overall_auc, bias_score, final_score, worst_group_bias_auc = min over groups of BPSN and
+BNSP AUC, worst_group_acc, counterfactual_gap, ...), the per-group AUCs as
+`<subgroup_auc|bpsn_auc|bnsp_auc>_<group>`, and
+- group_probe_acc: a linear probe (as above) on the penultimate features trained on the
+  train-side rows to name each row's identity group, balanced accuracy on test
+  (1 / groups = no linearly readable group information left).
 """
 from __future__ import annotations
 
@@ -72,7 +80,8 @@ def mia_efficacy(members: np.ndarray, non_members: np.ndarray, target: np.ndarra
 
 def probe_accuracy(train_x: np.ndarray, train_is_forget: np.ndarray, test_x: np.ndarray,
                    test_is_forget: np.ndarray, seed: int = 0) -> float:
-    """Balanced test accuracy of a logistic-regression probe for "is the forgotten class"."""
+    """Balanced test accuracy of a logistic-regression probe for a label of the rows
+    ("is the forgotten class", or the identity group)."""
     from sklearn.linear_model import LogisticRegression
     from sklearn.metrics import balanced_accuracy_score
     from sklearn.pipeline import make_pipeline
@@ -107,6 +116,31 @@ def evaluate_unlearning(model: nn.Module, splits: UnlearningSplits, seed: int = 
         np.concatenate([f_tr, r_tr]), np.r_[np.ones(len(f_tr)), np.zeros(len(r_tr))],
         np.concatenate([f_te, r_te]), np.r_[np.ones(len(f_te)), np.zeros(len(r_te))], seed)
     return out
+
+
+def evaluate_bias(model: nn.Module, task, seed: int = 0) -> dict[str, float]:
+    """Every bias metric of `model` (a head on embeddings) on the task's test split."""
+    from rledit_ray.baselines.head_fit import train_side
+    from rledit_ray.targets import full_model_scores
+
+    model = model.eval()
+    report = task.metrics(full_model_scores(model), pools=("test",))
+    out = {k: float(v) for k, v in report.items() if k != "groups"}
+    for group, values in report["groups"].items():
+        out.update({f"{k}_{group}": float(values[k]) for k in ("subgroup_auc", "bpsn_auc", "bnsp_auc")})
+    rng = np.random.default_rng(seed)
+    train_feats, train_group = _grouped_features(model, train_side(task))
+    test_feats, test_group = _grouped_features(model, task.data.test)
+    keep = _rows(np.arange(len(train_group)), PROBE_ROWS, rng)
+    out["group_probe_acc"] = probe_accuracy(train_feats[keep], train_group[keep], test_feats, test_group, seed)
+    return out
+
+
+def _grouped_features(model: nn.Module, rows) -> tuple[np.ndarray, np.ndarray]:
+    """Penultimate features and the first identity group of the rows that mention one."""
+    has_group = rows.membership.any(1)
+    _, feats = forward(model, LabeledSet(rows.x[has_group], rows.y[has_group]))
+    return feats.numpy(), rows.membership[has_group].float().argmax(1).numpy()
 
 
 def gap_to_retrain(metrics: dict, retrain: dict) -> float:

@@ -7,7 +7,7 @@ import pytest
 import torch
 import yaml
 
-from rledit_ray.baselines import BASELINES, BaselineSettings, get_baseline, run_baseline
+from rledit_ray.baselines import BASELINES, BaselineSettings, baselines_for, get_baseline, run_baseline
 from rledit_ray.cli import main
 from rledit_ray.data import load_dataset, unlearning_splits
 from rledit_ray.errors import UserError
@@ -29,11 +29,11 @@ def digits():
 FORGET_AT_MOST = {"finetune": 0.85}
 
 
-@pytest.mark.parametrize("name", list(BASELINES))
+@pytest.mark.parametrize("name", baselines_for("unlearning"))
 def test_each_baseline_forgets_and_keeps_the_rest(name, digits):
     model, splits, before = digits
     state = {k: v.clone() for k, v in model.state_dict().items()}
-    edited, seconds = run_baseline(name, model, splits, BaselineSettings(seed=0, dataset="digits"))
+    edited, seconds = run_baseline(name, model, splits, BaselineSettings(seed=0, dataset="digits"), task="unlearning")
     after = evaluate_unlearning(edited, splits)
     assert before["forget_train_acc"] > 0.95
     assert after["forget_train_acc"] <= FORGET_AT_MOST.get(name, 0.1), after
@@ -46,10 +46,11 @@ def test_each_baseline_forgets_and_keeps_the_rest(name, digits):
 
 
 def test_registry_dispatches_by_name_and_refuses_unknown_names():
-    assert list(BASELINES) == ["retrain", "finetune", "gradient_ascent", "neggrad_plus", "random_labels", "ssd"]
-    assert get_baseline("ssd") is BASELINES["ssd"]
+    assert baselines_for("unlearning") == ["retrain", "finetune", "gradient_ascent", "neggrad_plus",
+                                           "random_labels", "ssd"]
+    assert get_baseline("ssd") is BASELINES["ssd"] and BASELINES["ssd"].task == "unlearning"
     with pytest.raises(UserError, match="unknown unlearning baseline 'scrub': choose one of retrain") as err:
-        get_baseline("scrub")
+        get_baseline("scrub", task="unlearning")
     assert "\n" not in str(err.value)
 
 
@@ -120,7 +121,8 @@ def test_compare_baselines_on_digits(tmp_path, capsys):
 @pytest.mark.parametrize("args, message", [
     (["--methods", "scrub"], "unknown method 'scrub'"),
     (["--methods", "rl_mask_fc9"], "unknown layer or parameter 'fc9'"),
-    (["--task", "bias"], "compare supports --task unlearning only"),
+    (["--task", "painting"], "compare: unknown task 'painting': choose unlearning or bias"),
+    (["--methods", "leace"], "unknown method 'leace' for --task unlearning"),
     (["--rl-run", "rl_mask=runs/x"], "expected METHOD:SEED=RUN_DIR"),
 ])
 def test_compare_refuses_bad_input_in_one_line(args, message, tmp_path, capsys):

@@ -1,4 +1,4 @@
-"""What every unlearning baseline shares: its settings and a batch sampler."""
+"""What every baseline shares: its settings and a batch sampler."""
 from __future__ import annotations
 
 import dataclasses
@@ -15,7 +15,7 @@ from rledit_ray.errors import UserError
 @dataclass
 class BaselineSettings:
     seed: int = 0
-    dataset: str = "mnist"  # picks the retrain recipe (targets/train.py RECIPES)
+    dataset: str = "mnist"  # picks the unlearning retrain recipe (targets/train.py RECIPES)
     overrides: dict = field(default_factory=dict)  # hyper-parameter name -> value, e.g. {"lr": 1e-4}
 
     def hyper(self, cls):
