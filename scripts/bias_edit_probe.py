@@ -9,7 +9,9 @@ frozen prefix), edits the same layers with a free low-rank edit of the world's f
 `selection_score` and prints the test metrics of that checkpoint.
 
     PYTHONPATH=. RLEDIT_CACHE_DIR=/work/cache-bias python scripts/bias_edit_probe.py \
-        --world mask --edit fc2 --rank 1 --objective bias_score
+        --world mask --edit fc1 --rank 4 --objective bias_score --temperature 0.05
+
+Defaults are those of `rledit train --task bias`. Measured numbers: README, "Bias mitigation".
 """
 from __future__ import annotations
 
@@ -27,16 +29,17 @@ HEADLINE = ("overall_auc", "bias_score", "worst_group_bias_auc", "counterfactual
 
 
 def main() -> None:
+    base = build_config({"task": "bias"})  # the defaults `rledit train --task bias` uses
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--world", default="mask", choices=("mask", "shift"))
     ap.add_argument("--edit", default="fc2", help="comma-separated layers, e.g. fc1,fc2")
     ap.add_argument("--rank", type=int, default=1)
-    ap.add_argument("--objective", default="bias_score")
-    ap.add_argument("--temperature", type=float, default=0.1)
-    ap.add_argument("--utility-coef", type=float, default=2.0)
-    ap.add_argument("--objective-coef", type=float, default=1.0)
-    ap.add_argument("--per-set", type=int, default=256)
-    ap.add_argument("--pools", default="fit,reward")
+    ap.add_argument("--objective", default=base.bias.objective)
+    ap.add_argument("--temperature", type=float, default=base.bias.temperature)
+    ap.add_argument("--utility-coef", type=float, default=base.reward.utility_coef)
+    ap.add_argument("--objective-coef", type=float, default=base.reward.objective_coef)
+    ap.add_argument("--per-set", type=int, default=base.samples.per_set)
+    ap.add_argument("--pools", default=",".join(base.bias.reward_pools))
     ap.add_argument("--steps", type=int, default=300)
     ap.add_argument("--lr", type=float, default=0.02)
     ap.add_argument("--eval-every", type=int, default=10)
