@@ -167,6 +167,17 @@ def test_every_objective_gives_a_reward(objective):
     assert 0 <= info["objective"] <= 1
 
 
+def test_reward_tensors_are_the_reward_and_their_gradient_raises_it():
+    world = synthetic_world(MaskWorld, "worst_group")
+    task, ref = world.task, world.reference_logits.clone()
+    logits = ref.clone().requires_grad_(True)
+    terms = task.reward_tensors(logits, ref)
+    assert {k: float(v) for k, v in terms.items()} == pytest.approx(task.reward_terms(ref, ref))
+    terms["objective"].backward()
+    stepped = (logits + 0.5 * logits.grad / logits.grad.norm()).detach()
+    assert task.reward_terms(stepped, ref)["objective"] > task.reward_terms(ref, ref)["objective"]
+
+
 def test_calibration_term_charges_a_moved_threshold_only():
     world = synthetic_world(MaskWorld)
     task = world.task

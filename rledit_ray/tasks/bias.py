@@ -166,6 +166,11 @@ class BiasTask:
 
     # ------------------------------------------------------------------ reward
     def reward_terms(self, logits: torch.Tensor, reference_logits: torch.Tensor) -> dict[str, float]:
+        return {k: float(v) for k, v in self.reward_tensors(logits, reference_logits).items()}
+
+    def reward_tensors(self, logits: torch.Tensor, reference_logits: torch.Tensor) -> dict[str, torch.Tensor]:
+        """The reward terms as tensors, differentiable in `logits` (what gradient probes of
+        the same reward optimise; see scripts/bias_edit_probe.py)."""
         n, m = self.n_samples, self.n_pairs
         margin = logits[:n, 1] - logits[:n, 0]
         z = (margin - margin.mean()) / margin.std().clamp_min(1e-6)
@@ -191,13 +196,8 @@ class BiasTask:
         else:
             gap = torch.tensor(0.0)
         objective = {"bias_score": bias, "worst_group": worst, "counterfactual_gap": 1.0 - gap}[self.objective]
-        return {
-            "utility": float(utility),
-            "objective": float(objective),
-            "bias_score_reward": float(bias),
-            "worst_group_reward": float(worst),
-            "gap_reward": float(gap),
-        }
+        return {"utility": utility, "objective": objective, "bias_score_reward": bias,
+                "worst_group_reward": worst, "gap_reward": gap}
 
     # ------------------------------------------------------------------ evaluation
     def evaluation_sets(self, pools=("validation", "test")) -> dict[str, LabeledSet]:
