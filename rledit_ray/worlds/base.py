@@ -154,6 +154,7 @@ class EditWorld(gym.Env):
         # Sub-envs of one runner pass the same dict: the prefix runs once per process.
         self._prefix_cache = prefix_cache if prefix_cache is not None else {}
         self.request = None
+        self._references: dict[str, tuple] = {}  # task key -> (reference logits, initial terms)
         if self.requests is not None:
             self._use_request(self.requests.train_classes[0])
         else:
@@ -255,6 +256,7 @@ class EditWorld(gym.Env):
         if self.request == k:
             self.request = None
         self.requests.drop(k)
+        self._references.pop(f"{k}:", None)
         for key in [key for key in self._prefix_cache if key.startswith(f"{k}:") or key.startswith(f"eval:{k}:")]:
             del self._prefix_cache[key]
 
@@ -268,9 +270,13 @@ class EditWorld(gym.Env):
         other requests' (the empty key of a single-request world keeps the old names)."""
         self.task, self._key = task, key
         self.reward_h = self._prefix_activations(f"{key}reward", task.reward_x)
-        with torch.inference_mode():
-            self.reference_logits = self.suffix(self.reward_h)
-        self.initial_terms = task.reward_terms(self.reference_logits, self.reference_logits)
+        # The original network's logits and terms for this task: computed once, not at every
+        # switch back to the request (a generalist switches at most resets).
+        if key not in self._references:
+            with torch.inference_mode():
+                reference = self.suffix(self.reward_h)
+            self._references[key] = (reference, task.reward_terms(reference, reference))
+        self.reference_logits, self.initial_terms = self._references[key]
         self._column_features = None  # request data, computed once per request when observed
 
     # ------------------------------------------------------------------ helpers
@@ -328,12 +334,14 @@ class EditWorld(gym.Env):
             for w, scale, sketch in zip(self.matrices, self.scales, self._sketches):
                 parts.append((w if sketch is None else sketch(w)).reshape(-1) / scale)
             weights = torch.cat(parts).cpu().numpy()
-        extra = [self.terms[k] for k in self.observed_terms] + [self.t / self.settings.episode_length]
-        return np.concatenate([weights, np.asarray(extra, np.float32)])
+        return np.concatenate([weights, np.asarray(self._global_features(), np.float32)])
+
+    def _global_features(self) -> list[float]:
+        """What every observation ends with: the observed reward terms and t / T."""
+        return [self.terms[k] for k in self.observed_terms] + [self.t / self.settings.episode_length]
 
     def _observe_rowwise(self) -> np.ndarray:
         layer = self.layers[0]
-        extra = [self.terms[k] for k in self.observed_terms] + [self.t / self.settings.episode_length]
         with torch.inference_mode():
             if self._column_features is None:
                 self._column_features = rowwise.column_features(self.reward_h, self.task.n_forget,
@@ -342,8 +350,8 @@ class EditWorld(gym.Env):
                 rowwise.row_features(self._logits, self.task.reward_y, self.task.n_forget,
                                      self.reference_logits).reshape(-1),
                 self._column_features.reshape(-1),
-                torch.stack([layer.read() / self.scales[0], self.original[0] / self.scales[0]], -1).reshape(-1),
-                torch.tensor(extra, dtype=torch.float32, device=self.device),
+                torch.stack([self.matrices[0] / self.scales[0], self.original[0] / self.scales[0]], -1).reshape(-1),
+                torch.tensor(self._global_features(), dtype=torch.float32, device=self.device),
             ])
             return obs.float().cpu().numpy()
 

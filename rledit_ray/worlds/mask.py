@@ -13,7 +13,7 @@ class MaskWorld(EditWorld):
     def _reset_state(self) -> None:
         if not hasattr(self, "masks"):
             self.masks = [torch.ones_like(w) for w in self.original]
-            self._ones = [torch.ones_like(w) for w in self.original]
+            self._one = self.original[0].new_ones(())  # broadcast by addmm: no matrix of ones
             # Preallocated: on a big layer a fresh matrix per step costs page faults.
             self._factor = [torch.empty_like(w) for w in self.original]
             self._edited = [torch.empty_like(w) for w in self.original]
@@ -24,7 +24,7 @@ class MaskWorld(EditWorld):
         lo, hi = self.settings.mask_bounds
         # 1 + step * U V^T / r in one fused op, the rest in place: on a big layer every
         # pass over the matrix costs about as much as the arithmetic in it.
-        factor = torch.addmm(self._ones[i], u, v.T, alpha=self.settings.step_size / self.settings.rank,
+        factor = torch.addmm(self._one, u, v.T, alpha=self.settings.step_size / self.settings.rank,
                              out=self._factor[i])
         self.masks[i].mul_(factor).clamp_(lo, hi)
         return torch.mul(self.original[i], self.masks[i], out=self._edited[i])
