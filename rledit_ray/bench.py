@@ -174,16 +174,12 @@ def measure_world(cfg: RunConfig, envs: list[int], opts: BenchOptions) -> dict:
             "obs_dims": int(world.observation_space.shape[0]), "edited": [l.module_name for l in world.layers]}
 
 
-def _build_algo(cfg: RunConfig, runners: int, envs: int, vectorize: str):
-    from rledit_ray.agent import AgentSettings, build_ppo_config
-    from rledit_ray.worlds import WORLD_IDS, build_env, build_world
+def _build_algo(cfg: RunConfig, world, runners: int, envs: int, vectorize: str):
+    from rledit_ray.training import build_algo
 
-    agent = {**cfg.agent.model_dump(), "num_env_runners": runners, "num_envs_per_env_runner": envs,
-             "vectorize": vectorize}
-    world = build_world(cfg)
-    env_config = {**cfg.model_dump(mode="json"), "factor_layout": world.factor_layout}
-    settings = AgentSettings(**agent, seed=cfg.seed)
-    return build_ppo_config(WORLD_IDS[cfg.world], build_env, env_config, settings).build_algo()
+    agent = cfg.agent.model_copy(update={"num_env_runners": runners, "num_envs_per_env_runner": envs,
+                                         "vectorize": vectorize})
+    return build_algo(cfg.model_copy(update={"agent": agent}), world)
 
 
 def _sampling(algo, runners: int, steps: int):
@@ -204,12 +200,13 @@ def measure_rllib(cfg: RunConfig, runners: int, envs: int, vectorize: str, opts:
     """RLlib sampling steps/s beside one raw world stepped in this process (same repeats)."""
     from rledit_ray.worlds import build_world
 
-    algo = _build_algo(cfg, runners, envs, vectorize)
+    world = build_world(cfg)
+    algo = _build_algo(cfg, world, runners, envs, vectorize)
     try:
         # About a quarter of a second of raw world steps per call, in whole episodes.
         T = cfg.episode_length
         steps = max(envs * T, int(world_rate * 0.25) // T * T)
-        measures = {"world": _world_steps(build_world(cfg)), "rllib": _sampling(algo, runners, steps)}
+        measures = {"world": _world_steps(world), "rllib": _sampling(algo, runners, steps)}
         rates = _interleaved(measures, opts.repeats, opts.seconds)
     finally:
         algo.stop()
@@ -223,7 +220,10 @@ def measure_rllib(cfg: RunConfig, runners: int, envs: int, vectorize: str, opts:
 
 def measure_ppo_iteration(cfg: RunConfig, iterations: int) -> dict:
     """Seconds per PPO iteration of the config as it trains, split as RLlib times it."""
-    algo = _build_algo(cfg, cfg.agent.num_env_runners, cfg.agent.num_envs_per_env_runner, cfg.agent.vectorize)
+    from rledit_ray.training import build_algo
+    from rledit_ray.worlds import build_world
+
+    algo = build_algo(cfg, build_world(cfg))
     try:
         rows = []
         for _ in range(iterations + 1):  # the first iteration also builds and warms up
@@ -236,9 +236,12 @@ def measure_ppo_iteration(cfg: RunConfig, iterations: int) -> dict:
     finally:
         algo.stop()
     last = rows[1:] or rows
-    return {key: statistics.median(r[key] for r in last if r[key] is not None) if any(r[key] is not None for r in last)
-            else None for key in ("total_s", "sampling_s", "learning_s")} | {
-        "env_steps": cfg.agent.train_batch_size}
+
+    def median_of(key):
+        values = [r[key] for r in last if r[key] is not None]
+        return statistics.median(values) if values else None
+    return {**{key: median_of(key) for key in ("total_s", "sampling_s", "learning_s")},
+            "env_steps": cfg.agent.train_batch_size}
 
 
 def bench_one(name: str, opts: BenchOptions, progress=print) -> dict:

@@ -63,12 +63,23 @@ def ensure_ray(address: str | None = None) -> None:
                  object_store_memory=300 * 2**20, _node_ip_address="127.0.0.2")
 
 
+def build_algo(cfg: RunConfig, world):
+    """The PPO algorithm for `cfg`, its policy heads shaped by `world` (a world of `cfg`)."""
+    from rledit_ray.agent import AgentSettings, build_ppo_config
+
+    many = cfg.generalist is not None
+    settings = AgentSettings(**cfg.agent.model_dump(), seed=cfg.seed, module="rowwise" if many else "factorized")
+    env_config = {**cfg.model_dump(mode="json"), "factor_layout": world.factor_layout,
+                  **({"obs_layout": world.obs_layout} if many else {})}
+    return build_ppo_config(WORLD_IDS[cfg.world], build_env, env_config, settings).build_algo()
+
+
 def train(cfg: RunConfig, out: str | Path, progress=print, address: str | None = None,
           resume: bool = False, on_iteration=None) -> dict:
     """`resume`: continue an unfinished run in `out` from its checkpoint (the best so far,
     with the history up to it; the iterations after it are trained again).
     `on_iteration(row)` sees each iteration's row (Tune trials report it)."""
-    from rledit_ray.agent import AgentSettings, build_ppo_config, deterministic_action, module_from_algo
+    from rledit_ray.agent import deterministic_action, module_from_algo
 
     started = time.perf_counter()
     run_dir = prepare_run_dir(out)
@@ -90,11 +101,7 @@ def train(cfg: RunConfig, out: str | Path, progress=print, address: str | None =
         progress(f"before: {task.summary(before)} | random policy: {task.summary(rand)}")
 
     ensure_ray(address)
-    settings = AgentSettings(**cfg.agent.model_dump(), seed=cfg.seed,
-                             module="rowwise" if many else "factorized")
-    env_config = {**config_dict, "factor_layout": world.factor_layout,
-                  **({"obs_layout": world.obs_layout} if many else {})}
-    algo = build_ppo_config(WORLD_IDS[cfg.world], build_env, env_config, settings).build_algo()
+    algo = build_algo(cfg, world)
 
     history, best, env_steps, ckpt = [], None, 0, run_dir / "checkpoint"
     first = 1
