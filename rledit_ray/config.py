@@ -97,7 +97,9 @@ class AgentConfig(_Strict):
     lr: float = Field(1e-3, gt=0)
     gamma: float = Field(1.0, ge=0, le=1)
     lambda_: float = Field(0.95, ge=0, le=1)
-    clip_param: float = Field(0.3, gt=0)
+    clip_param: float = Field(0.3, gt=0, lt=1)
+    # Clamp on the squared value error (RLlib's default); raise it for returns beyond ~3.
+    vf_clip_param: float = Field(10.0, gt=0)
     entropy_coeff: float = Field(0.0, ge=0)
     train_batch_size: int = Field(500, ge=1)
     minibatch_size: int = Field(125, ge=1)

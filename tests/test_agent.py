@@ -243,3 +243,34 @@ def test_mode_dependent_layers_are_refused_because_train_skips_submodules(monkey
             action_space=gym.spaces.Box(-1, 1, (5,), np.float32),
             model_config={"factor_layout": [{"name": "w", "m": 2, "n": 3, "rank": 1}]},
         )
+
+
+def test_dual_clip_surrogate_matches_ppo_inside_and_stays_finite_outside():
+    from rledit_ray.agent.learner import dual_clip_surrogate
+
+    log_ratio = torch.tensor([0.1, 1.0, 5.0, 500.0, 500.0, -500.0], requires_grad=True)
+    advantages = torch.tensor([1.0, -1.0, -1.0, -1.0, 1.0, 1.0])
+    surrogate = dual_clip_surrogate(log_ratio, torch.zeros(6), advantages, clip=0.3)
+    expected = [  # hand-computed: min(rA, clip(r)A), bounded below by 3A for A < 0
+        min(np.exp(0.1), 1.3),
+        -np.e,  # r = 2.72 < 3: plain PPO's unclipped term
+        -3.0,  # r = 148: the dual clip, where plain PPO gives -148
+        -3.0,  # r = e^500: plain PPO gives -inf and nan gradients
+        1.3,
+        0.0,
+    ]
+    np.testing.assert_allclose(surrogate.detach().numpy(), expected, atol=1e-6)
+    surrogate.sum().backward()
+    assert torch.isfinite(log_ratio.grad).all()
+    # Beyond either clip the sample no longer pushes the policy.
+    np.testing.assert_allclose(log_ratio.grad[2:].numpy(), 0.0, atol=1e-6)
+    assert log_ratio.grad[1] == pytest.approx(-np.e)
+
+
+def test_value_head_starts_near_zero():
+    """PPO clamps the value loss at vf_clip_param (10); a critic starting at +-16 on
+    returns of ~1 got no gradient from any sample and never learned."""
+    module = make_module()
+    obs = torch.as_tensor(np.random.default_rng(0).normal(0, 30, size=(256, OBS_DIM)), dtype=torch.float32)
+    values = module.compute_values({Columns.OBS: obs})
+    assert values.abs().max() < 0.5

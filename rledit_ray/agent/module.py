@@ -22,7 +22,8 @@ Why the network looks like this (see DESIGN.md section 7):
 - Small initial mean heads. The first policy is ~the zero action (no edit) plus noise,
   so early episodes do not start by wrecking the target network.
 - A separate value MLP: the value scale (reward terms) and the action features have
-  little in common; sharing a trunk lets value-loss gradients disturb the policy.
+  little in common; sharing a trunk lets value-loss gradients disturb the policy. Its
+  output layer starts near zero (see VALUE_INIT_STD).
 """
 
 from __future__ import annotations
@@ -41,6 +42,11 @@ from torch import nn
 DEFAULT_HIDDEN = (64, 64)
 DEFAULT_INITIAL_LOG_STD = -0.7  # std ~0.5: explores a good part of [-1, 1] at start
 HEAD_INIT_STD = 0.01
+# The value head starts near zero too. PPO's value loss is clamped at vf_clip_param (10):
+# a sample whose squared error exceeds it gives no gradient. With std 1.0 the first values
+# were ~+-16 against returns of ~1, every sample was clamped, and the critic never learned
+# (explained variance ~0 for whole runs, measured on the default unlearning config).
+VALUE_INIT_STD = 0.01
 # Layers whose forward pass is the same in training and eval mode (see FactorizedPPOModule.train).
 MODE_FREE_LAYERS = (nn.Linear, nn.Tanh, nn.ReLU, nn.Sequential, nn.ModuleList, nn.Identity)
 
@@ -123,7 +129,7 @@ class FactorizedPPOModule(TorchRLModule, InferenceOnlyAPI, ValueFunctionAPI):
 
         self.value_net = nn.Sequential(
             _mlp(obs_dim, vf_hidden),
-            _small_linear(vf_hidden[-1] if vf_hidden else obs_dim, 1, 1.0),
+            _small_linear(vf_hidden[-1] if vf_hidden else obs_dim, 1, VALUE_INIT_STD),
         )
         mode_dependent = [type(m).__name__ for m in self.modules()
                           if m is not self and not isinstance(m, (*MODE_FREE_LAYERS, FactorHead))]

@@ -10,7 +10,8 @@ into a ready `PPOConfig` that uses `FactorizedPPOModule`. Typical use:
         result["env_runners"]["episode_return_mean"]
 
 Defaults follow DESIGN.md section 7: gamma 1 (episodes are ~5 steps, every step's
-reward counts), no KL loss, lr 1e-3, clip 0.3.
+reward counts), no KL loss, lr 1e-3, clip 0.3. The learner is RLlib's PPO learner with a
+dual-clipped surrogate (agent/learner.py), which stays finite for wide edit actions.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from ray.rllib.algorithms.ppo import PPOConfig
 from ray.rllib.core.rl_module.rl_module import RLModuleSpec
 from ray.tune.registry import register_env
 
+from rledit_ray.agent.learner import EditPPOLearner
 from rledit_ray.agent.module import DEFAULT_INITIAL_LOG_STD, FactorizedPPOModule
 from rledit_ray.agent.rowwise import RowwisePPOModule
 from rledit_ray.errors import UserError
@@ -50,6 +52,9 @@ class AgentSettings:
     gamma: float = 1.0
     lambda_: float = 0.95
     clip_param: float = 0.3
+    # Squared value errors are clamped here (RLlib's default): a sample beyond it trains
+    # the critic no more, so it must exceed (return - value)^2 of a typical episode.
+    vf_clip_param: float = 10.0
     entropy_coeff: float = 0.0
     use_kl_loss: bool = False
     train_batch_size: int = 1000  # env steps per training iteration, all learners
@@ -167,12 +172,15 @@ def build_ppo_config(
         .learners(
             num_learners=s.num_learners,
             num_gpus_per_learner=s.num_gpus_per_learner,
+            # PPO with a dual-clipped surrogate: finite for actions of thousands of dims.
+            learner_class=EditPPOLearner,
         )
         .training(
             lr=s.lr,
             gamma=s.gamma,
             lambda_=s.lambda_,
             clip_param=s.clip_param,
+            vf_clip_param=s.vf_clip_param,
             entropy_coeff=s.entropy_coeff,
             use_kl_loss=s.use_kl_loss,
             train_batch_size_per_learner=batch_per_learner,

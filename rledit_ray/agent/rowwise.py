@@ -33,7 +33,7 @@ from ray.rllib.core.rl_module.torch import TorchRLModule
 from ray.rllib.utils.annotations import override
 from torch import nn
 
-from rledit_ray.agent.module import DEFAULT_INITIAL_LOG_STD, HEAD_INIT_STD, _mlp, _small_linear
+from rledit_ray.agent.module import DEFAULT_INITIAL_LOG_STD, HEAD_INIT_STD, VALUE_INIT_STD, _mlp, _small_linear
 from rledit_ray.worlds.rowwise import unpack_observation
 
 DEFAULT_WIDTH = 64
@@ -67,7 +67,7 @@ class RowwisePPOModule(TorchRLModule, InferenceOnlyAPI, ValueFunctionAPI):
         self.attention = nn.Linear(width, r)
         # Per column j and rank component: attended weights (ch), column stats (fc), context.
         self.v_net = nn.Sequential(_mlp(ch + fc + 2 * width, [width, width]), _small_linear(width, 1, HEAD_INIT_STD))
-        self.value_net = nn.Sequential(_mlp(2 * width + g, [width, width]), _small_linear(width, 1, 1.0))
+        self.value_net = nn.Sequential(_mlp(2 * width + g, [width, width]), _small_linear(width, 1, VALUE_INIT_STD))
         initial = float(cfg.get("initial_log_std", DEFAULT_INITIAL_LOG_STD))
         self.log_std_u = nn.Parameter(torch.full((r,), initial))
         self.log_std_v = nn.Parameter(torch.full((r,), initial))
