@@ -14,6 +14,7 @@ a noisy shared machine slows every column alike):
 How to run:
     rledit bench                       # default and heavy configs, a few minutes on 2 cores
     rledit bench --configs heavy --runners 0 --envs 1,8 --json
+    rledit bench --world-only --device cuda   # worlds only (no Ray needed), on a GPU
     python benchmarks/env_steps.py ... # the same
 
 What to expect (2 shared CPU cores, MNIST CNN): heavy (fc1 edited, 1024 reward samples per
@@ -33,6 +34,7 @@ import time
 from dataclasses import dataclass, field
 
 import numpy as np
+import torch
 
 from rledit_ray.config import RunConfig, build_config, with_overrides
 from rledit_ray.errors import UserError
@@ -56,6 +58,8 @@ class BenchOptions:
     samples: list[int] = field(default_factory=lambda: [64, 256, 1024])
     ppo_iterations: int = 2
     address: str | None = None
+    world_only: bool = False  # skip RLlib and PPO: no Ray needed
+    device: str = "auto"  # where the worlds run: auto (cuda when visible), cpu, cuda[:k]
 
     def check(self) -> "BenchOptions":
         unknown = [c for c in self.configs if c not in BENCH_CONFIGS]
@@ -71,7 +75,7 @@ class BenchOptions:
 
 
 def bench_config(name: str, opts: BenchOptions, **changes) -> RunConfig:
-    base = {"world": opts.world, "dataset": opts.dataset}
+    base = {"world": opts.world, "dataset": opts.dataset, "device": opts.device}
     return build_config(with_overrides({**base, **BENCH_CONFIGS[name]}, changes)).check()
 
 
@@ -116,8 +120,13 @@ def _paired_ratio(top: list[float], bottom: list[float]) -> float:
 
 
 def _forward_pass(world):
+    # A step ends in host values (reward terms, observation), so it waits for the device;
+    # the forward pass alone must wait too, or a GPU would time only the kernel launches.
+    sync = torch.cuda.synchronize if world.device.type == "cuda" else (lambda: None)
+
     def run():
         world.reward_logits()
+        sync()
         return 1
     return run
 
@@ -171,7 +180,8 @@ def measure_world(cfg: RunConfig, envs: list[int], opts: BenchOptions) -> dict:
                    "over_world": {k: _paired_ratio(v, rates["world"]) for k, v in rates.items()}}
            for clock, rates in by_clock.items()}
     return {**out, "reward_rows": int(len(world.reward_h)), "action_dims": int(world.action_space.shape[0]),
-            "obs_dims": int(world.observation_space.shape[0]), "edited": [l.module_name for l in world.layers]}
+            "obs_dims": int(world.observation_space.shape[0]), "edited": [l.module_name for l in world.layers],
+            "device": str(world.device)}
 
 
 def _build_algo(cfg: RunConfig, world, runners: int, envs: int, vectorize: str):
@@ -244,21 +254,16 @@ def measure_ppo_iteration(cfg: RunConfig, iterations: int) -> dict:
             "env_steps": cfg.agent.train_batch_size}
 
 
-def bench_one(name: str, opts: BenchOptions, progress=print) -> dict:
+def bench_world_part(name: str, opts: BenchOptions, progress=print) -> dict:
+    """The measures that need no Ray: limit, one world, WorldBatches, the samples scaling."""
     cfg = bench_config(name, opts)
     progress(f"[{name}] world: limit, one world, batches of {opts.envs} ...")
     world = measure_world(cfg, opts.envs, opts)
     wall, cpu = world["wall"], world["cpu"]
     settings = {"edit": cfg.edit, "samples_per_set": cfg.samples.per_set, "reward_rows": world["reward_rows"],
                 "world": cfg.world, "dataset": cfg.dataset, "episode_length": cfg.episode_length,
-                "action_dims": world["action_dims"], "obs_dims": world["obs_dims"], "torch_threads": cfg.torch_threads}
-
-    rllib_rows = []
-    for runners in opts.runners:
-        for envs in opts.envs:
-            for vectorize in (("batched", "sync") if envs > 1 else ("batched",)):
-                progress(f"[{name}] rllib: {runners} runners x {envs} envs ({vectorize}) ...")
-                rllib_rows.append(measure_rllib(cfg, runners, envs, vectorize, opts, wall["rates"]["world"]))
+                "action_dims": world["action_dims"], "obs_dims": world["obs_dims"], "torch_threads": cfg.torch_threads,
+                "device": world["device"]}
 
     scaling = []
     for n in opts.samples:
@@ -268,10 +273,6 @@ def bench_one(name: str, opts: BenchOptions, progress=print) -> dict:
                         "world_steps_per_s": scaled["wall"]["rates"]["world"],
                         "world_over_limit": scaled["wall"]["over_limit"]["world"],
                         "cpu_world_over_limit": scaled["cpu"]["over_limit"]["world"]})
-
-    progress(f"[{name}] one PPO iteration ...")
-    ppo = measure_ppo_iteration(cfg, opts.ppo_iterations)
-    best = max(rllib_rows, key=lambda r: r["rllib_steps_per_s"]) if rllib_rows else None
 
     def per_clock(view):
         limit, one = view["rates"]["limit"], view["rates"]["world"]
@@ -283,33 +284,53 @@ def bench_one(name: str, opts: BenchOptions, progress=print) -> dict:
         # The headline fields are wall-clock rates; "cpu_clock" repeats them by CPU time.
         "limit_steps_per_s": wall["rates"]["limit"],
         "world_steps_per_s": wall["rates"]["world"],
-        "rllib_steps_per_s": best["rllib_steps_per_s"] if best else None,
+        "rllib_steps_per_s": None,
         "settings": settings,
         **{k: v for k, v in per_clock(wall).items() if k in ("world_over_limit", "overhead_us_per_step")},
         "cpu_clock": per_clock(cpu),
         "batches": [{"envs": int(k[5:]), "steps_per_s": v, "over_limit": wall["over_limit"][k],
                      "over_world": wall["over_world"][k], "cpu_over_limit": cpu["over_limit"][k]}
                     for k, v in wall["rates"].items() if k.startswith("batch")],
-        "best_rllib": best,
-        "rllib": rllib_rows,
+        "best_rllib": None,
+        "rllib": [],
         "samples_scaling": scaling,
-        "ppo_iteration": ppo,
+        "ppo_iteration": None,
     }
 
 
+def bench_rllib_part(part: dict, opts: BenchOptions, progress=print) -> dict:
+    """Add RLlib sampling (every runner x sub-env setting) and one PPO iteration to `part`."""
+    name = part["name"]
+    cfg = bench_config(name, opts)
+    rows = []
+    for runners in opts.runners:
+        for envs in opts.envs:
+            for vectorize in (("batched", "sync") if envs > 1 else ("batched",)):
+                progress(f"[{name}] rllib: {runners} runners x {envs} envs ({vectorize}) ...")
+                rows.append(measure_rllib(cfg, runners, envs, vectorize, opts, part["world_steps_per_s"]))
+    progress(f"[{name}] one PPO iteration ...")
+    ppo = measure_ppo_iteration(cfg, opts.ppo_iterations)
+    best = max(rows, key=lambda r: r["rllib_steps_per_s"])
+    return {**part, "rllib_steps_per_s": best["rllib_steps_per_s"], "best_rllib": best, "rllib": rows,
+            "ppo_iteration": ppo}
+
+
 def run_bench(opts: BenchOptions, progress=print) -> dict:
-    import torch
-
-    from rledit_ray.training import ensure_ray
-
     opts.check()
-    if opts.address is None and not os.environ.get("RAY_ADDRESS") and max(opts.runners) > (os.cpu_count() or 1):
+    if (not opts.world_only and opts.address is None and not os.environ.get("RAY_ADDRESS")
+            and max(opts.runners) > (os.cpu_count() or 1)):
         raise UserError(f"--runners {max(opts.runners)} needs that many CPUs but this machine has {os.cpu_count()}: "
                         "lower it or pass --address of a bigger Ray cluster")
-    ensure_ray(opts.address)
     torch.set_num_threads(bench_config(opts.configs[0], opts).torch_threads)
-    return {"configs": [bench_one(name, opts, progress) for name in opts.configs],
-            "repeats": opts.repeats, "seconds_per_repeat": opts.seconds}
+    # Every world measure first, before Ray starts: measured here, the first forward passes
+    # after ray.init ran ~30% slower than a minute later (its processes still starting).
+    parts = [bench_world_part(name, opts, progress) for name in opts.configs]
+    if not opts.world_only:
+        from rledit_ray.training import ensure_ray
+
+        ensure_ray(opts.address)
+        parts = [bench_rllib_part(part, opts, progress) for part in parts]
+    return {"configs": parts, "repeats": opts.repeats, "seconds_per_repeat": opts.seconds}
 
 
 # ---------------------------------------------------------------------- output
@@ -322,7 +343,8 @@ def format_tables(result: dict) -> str:
         s, cpu = c["settings"], c["cpu_clock"]
         lines += [
             f"## {c['name']}: edit {', '.join(s['edit'])}, {s['samples_per_set']} reward samples per set "
-            f"({s['reward_rows']} rows), {s['world']} world, {s['action_dims']} action dims, {s['obs_dims']} obs dims",
+            f"({s['reward_rows']} rows), {s['world']} world on {s['device']}, {s['action_dims']} action dims, "
+            f"{s['obs_dims']} obs dims",
             "",
             "| measure | steps/s | / limit | / world | / limit (CPU clock) |",
             "|---|---|---|---|---|",
@@ -335,10 +357,11 @@ def format_tables(result: dict) -> str:
                          f"{b['over_world']:.2f} | {b['cpu_over_limit']:.2f} |")
         lines += ["", f"Per-step overhead beyond the forward pass: {c['overhead_us_per_step']:.0f} us wall, "
                       f"{cpu['overhead_us_per_step']:.0f} us CPU (forward pass {1e6 / c['limit_steps_per_s']:.0f} us "
-                      f"wall, {1e6 / cpu['limit_steps_per_s']:.0f} us CPU).", "",
-                  "| RLlib runners | sub-envs per runner | vectorize | RLlib steps/s | raw world steps/s (same run) "
-                  "| RLlib / world | RLlib / world (CPU clock) |",
-                  "|---|---|---|---|---|---|---|"]
+                      f"wall, {1e6 / cpu['limit_steps_per_s']:.0f} us CPU).", ""]
+        if c["rllib"]:
+            lines += ["| RLlib runners | sub-envs per runner | vectorize | RLlib steps/s | raw world steps/s (same run) "
+                      "| RLlib / world | RLlib / world (CPU clock) |",
+                      "|---|---|---|---|---|---|---|"]
         for r in c["rllib"]:
             lines.append(f"| {r['runners']} | {r['envs_per_runner']} | {r['vectorize']} | {r['rllib_steps_per_s']:.0f} | "
                          f"{r['world_steps_per_s']:.0f} | {r['rllib_over_world']:.2f} | {ratio(r['cpu_rllib_over_world'])} |")
@@ -349,7 +372,8 @@ def format_tables(result: dict) -> str:
                          f"{r['world_over_limit']:.2f} | {r['cpu_world_over_limit']:.2f} |")
         p = c["ppo_iteration"]
         fmt = lambda v: "n/a" if v is None else f"{v:.2f} s"  # noqa: E731
-        lines += ["", f"PPO iteration ({p['env_steps']} env steps, the config's agent settings): {fmt(p['total_s'])} "
+        if p:
+            lines += ["", f"PPO iteration ({p['env_steps']} env steps, the config's agent settings): {fmt(p['total_s'])} "
                       f"(sampling {fmt(p['sampling_s'])}, learning {fmt(p['learning_s'])}).", ""]
     lines.append(f"Rates: medians of {result['repeats']} interleaved repeats of >= {result['seconds_per_repeat']:g} s "
                  "each (wall clock); ratios: medians of the ratios within each repeat. The CPU clock counts only "
@@ -377,13 +401,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seconds", type=float, default=1.0, help="minimum seconds per timed repeat")
     parser.add_argument("--ppo-iterations", type=int, default=2)
     parser.add_argument("--address", help="Ray cluster address (default: a local Ray)")
+    parser.add_argument("--world-only", action="store_true",
+                        help="measure the limit, worlds and scaling only (no RLlib, no PPO; Ray not needed)")
+    parser.add_argument("--device", default="auto", help="where worlds run: auto (cuda when visible), cpu, cuda")
     parser.add_argument("--json", action="store_true", help="print one JSON object instead of tables")
 
 
 def options_from_args(args: argparse.Namespace) -> BenchOptions:
     return BenchOptions(configs=args.configs, world=args.world, dataset=args.dataset, repeats=args.repeats,
                         seconds=args.seconds, runners=args.runners, envs=args.envs, samples=args.samples,
-                        ppo_iterations=args.ppo_iterations, address=args.address)
+                        ppo_iterations=args.ppo_iterations, address=args.address, world_only=args.world_only,
+                        device=args.device)
 
 
 def main(args: argparse.Namespace) -> int:

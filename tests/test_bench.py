@@ -1,5 +1,7 @@
 """`rledit bench` end to end on digits: real worlds, real RLlib EnvRunners, one PPO iteration."""
 import json
+import subprocess
+import sys
 
 import pytest
 
@@ -41,3 +43,17 @@ def test_bad_options_get_one_line(flags, message, capsys):
     assert main(["bench", *flags]) == 2
     err = capsys.readouterr().err.strip()
     assert message in err and len(err.splitlines()) == 1
+
+
+def test_world_only_runs_where_ray_is_not_installed():
+    """--world-only measures limit, worlds and scaling without Ray (e.g. a GPU box without it)."""
+    code = ("import sys, json; sys.modules['ray'] = None  # any import of ray now fails\n"
+            "from rledit_ray.cli import main\n"
+            f"sys.exit(main({[*TINY, '--world-only', '--device', 'cpu', '--json']!r}))")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    (cfg,) = json.loads(done.stdout)["configs"]
+    assert cfg["world_steps_per_s"] > 0 and cfg["settings"]["device"] == "cpu"
+    assert cfg["rllib"] == [] and cfg["rllib_steps_per_s"] is None and cfg["ppo_iteration"] is None
+    out = format_tables({"configs": [cfg], "repeats": 2, "seconds_per_repeat": 0.05})
+    assert "world (1 env, no Ray)" in out and "RLlib runners" not in out
