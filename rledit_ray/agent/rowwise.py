@@ -33,13 +33,14 @@ from ray.rllib.core.rl_module.torch import TorchRLModule
 from ray.rllib.utils.annotations import override
 from torch import nn
 
-from rledit_ray.agent.module import DEFAULT_INITIAL_LOG_STD, HEAD_INIT_STD, VALUE_INIT_STD, _mlp, _small_linear
+from rledit_ray.agent.module import (DEFAULT_INITIAL_LOG_STD, HEAD_INIT_STD, VALUE_INIT_STD, ModeFreeTrain, _mlp,
+                                     _small_linear)
 from rledit_ray.worlds.rowwise import unpack_observation
 
 DEFAULT_WIDTH = 64
 
 
-class RowwisePPOModule(TorchRLModule, InferenceOnlyAPI, ValueFunctionAPI):
+class RowwisePPOModule(ModeFreeTrain, TorchRLModule, InferenceOnlyAPI, ValueFunctionAPI):
     """model_config keys: obs_layout (required; worlds/rowwise.obs_layout), rank (required),
     hidden (its last width is the row-encoding width, default 64), initial_log_std."""
 
@@ -71,6 +72,7 @@ class RowwisePPOModule(TorchRLModule, InferenceOnlyAPI, ValueFunctionAPI):
         initial = float(cfg.get("initial_log_std", DEFAULT_INITIAL_LOG_STD))
         self.log_std_u = nn.Parameter(torch.full((r,), initial))
         self.log_std_v = nn.Parameter(torch.full((r,), initial))
+        self.refuse_mode_dependent_layers()
 
     @override(InferenceOnlyAPI)
     def get_non_inference_attributes(self) -> List[str]:
