@@ -18,9 +18,11 @@ How to run:
     python benchmarks/env_steps.py ... # the same
 
 What to expect (2 shared CPU cores, MNIST CNN): heavy (fc1 edited, 1024 reward samples per
-set) is bound by the forward pass: the world runs at ~90% of the limit and RLlib at most of
-the world's rate. default (fc2, 256 per set) has a ~50 us forward pass, so Python and the
-RL framework's per-step cost bound it instead; the table reports that overhead in us.
+set) is bound by the forward pass: the world runs at ~0.82-0.86 of the limit and RLlib at
+0.7-1 of the world's rate (more with remote runners). default (fc2, 256 per set) has a ~50 us
+forward pass, so Python and the RL framework's per-step cost bound it instead; the table
+reports that overhead in us. On a GPU every world is bound by that per-step cost (~0.9 ms):
+use --world-only --device cuda to see it, and many batched sub-envs to amortise it.
 """
 from __future__ import annotations
 
