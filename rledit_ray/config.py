@@ -106,9 +106,6 @@ class AgentConfig(_Strict):
     num_epochs: int = Field(10, ge=1)
     hidden: list[int] = [64, 64]
     initial_log_std: float = -0.7
-    # Squash the policy's mean into (-1, 1): an unbounded mean can leave the action box and
-    # land every sample on the clip, where PPO gets no gradient (agent/module.bound_mean).
-    tanh_mean: bool = False
 
 
 class TrainingConfig(_Strict):

@@ -274,24 +274,3 @@ def test_value_head_starts_near_zero():
     obs = torch.as_tensor(np.random.default_rng(0).normal(0, 30, size=(256, OBS_DIM)), dtype=torch.float32)
     values = module.compute_values({Columns.OBS: obs})
     assert values.abs().max() < 0.5
-
-
-def test_tanh_mean_keeps_the_policy_mean_inside_the_action_box():
-    """An unbounded mean can leave [-1, 1] entirely; every sample then clips to the same
-    action and PPO gets no gradient (agent/module.bound_mean)."""
-    free, bounded = make_module(), make_module(tanh_mean=True)
-    bounded.load_state_dict(free.state_dict())
-    with torch.no_grad():
-        for module in (free, bounded):
-            for head in module.heads:
-                head.u.bias.fill_(-5.0)
-                head.v.bias.fill_(-5.0)
-    obs = torch.zeros(2, OBS_DIM)
-    assert (free.action_mean(obs) < -4).all()
-    mean = bounded.action_mean(obs).detach()
-    assert (mean > -1).all() and (mean < -0.99).all()
-    # Deterministic actions and the factor view agree with the bounded mean.
-    np.testing.assert_allclose(deterministic_action(bounded, obs.numpy()), mean.clamp(-1, 1).numpy(), atol=1e-6)
-    f = bounded.factor_means(obs)["w"]
-    np.testing.assert_allclose(torch.cat([f["U"].flatten(1), f["V"].flatten(1)], 1).detach().numpy(), mean.numpy(),
-                               atol=1e-6)

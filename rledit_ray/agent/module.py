@@ -87,17 +87,6 @@ class FactorHead(nn.Module):
         return torch.cat([self.u(features), self.v(features)], dim=-1)
 
 
-def bound_mean(mean: torch.Tensor, tanh: bool) -> torch.Tensor:
-    """The policy's Gaussian mean, optionally squashed into (-1, 1).
-
-    The env clips actions to [-1, 1], so an unbounded mean can leave the box entirely. Seen
-    in the ShiftWorld generalist (configs/generalist_shift.yaml, seed 0): every V mean drifted
-    to ~-5 with std 0.5 by iteration 29, every sampled V clipped to -1 (V = 0: no edit), the
-    reward and advantages were exactly 0, and PPO never got a gradient again. With the mean
-    inside the box, at least half of the samples of each dimension land inside it."""
-    return torch.tanh(mean) if tanh else mean
-
-
 class ModeFreeTrain:
     """Mixin for RLModules: train()/eval() flip only the module's own flag, not every
     submodule's. RLlib calls eval() and train() around each sampling forward pass, and
@@ -126,7 +115,6 @@ class FactorizedPPOModule(ModeFreeTrain, TorchRLModule, InferenceOnlyAPI, ValueF
         hidden: trunk widths, default [64, 64].
         vf_hidden: value-MLP widths, default = hidden.
         initial_log_std: starting log-std of every action dim, default -0.7.
-        tanh_mean: squash the Gaussian's mean into (-1, 1), default False (see `bound_mean`).
     """
 
     @override(TorchRLModule)
@@ -138,7 +126,6 @@ class FactorizedPPOModule(ModeFreeTrain, TorchRLModule, InferenceOnlyAPI, ValueF
         hidden = list(cfg.get("hidden", DEFAULT_HIDDEN))
         vf_hidden = hidden if cfg.get("vf_hidden") is None else list(cfg["vf_hidden"])
         initial_log_std = float(cfg.get("initial_log_std", DEFAULT_INITIAL_LOG_STD))
-        self.tanh_mean = bool(cfg.get("tanh_mean", False))
 
         if not isinstance(self.action_space, gym.spaces.Box):
             raise ValueError(f"Need a Box action space, got {self.action_space}.")
@@ -179,7 +166,7 @@ class FactorizedPPOModule(ModeFreeTrain, TorchRLModule, InferenceOnlyAPI, ValueF
     def action_mean(self, obs: torch.Tensor) -> torch.Tensor:
         """Mean action (unclipped), packed in env order."""
         features = self.trunk(obs)
-        return bound_mean(torch.cat([head(features) for head in self.heads], dim=-1), self.tanh_mean)
+        return torch.cat([head(features) for head in self.heads], dim=-1)
 
     def factor_means(self, obs: torch.Tensor) -> Dict[str, Dict[str, torch.Tensor]]:
         """Mean factors per layer, shaped {name: {"U": (B, m, r), "V": (B, n, r)}}.
@@ -191,8 +178,8 @@ class FactorizedPPOModule(ModeFreeTrain, TorchRLModule, InferenceOnlyAPI, ValueF
         for layer, head in zip(self.factor_layout, self.heads):
             m, n, r = int(layer["m"]), int(layer["n"]), int(layer["rank"])
             out[layer["name"]] = {
-                "U": bound_mean(head.u(features), self.tanh_mean).reshape(-1, m, r),
-                "V": bound_mean(head.v(features), self.tanh_mean).reshape(-1, n, r),
+                "U": head.u(features).reshape(-1, m, r),
+                "V": head.v(features).reshape(-1, n, r),
             }
         return out
 

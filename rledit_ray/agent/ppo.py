@@ -62,7 +62,6 @@ class AgentSettings:
     num_epochs: int = 10
     hidden: List[int] = dataclasses.field(default_factory=lambda: [64, 64])
     initial_log_std: float = DEFAULT_INITIAL_LOG_STD
-    tanh_mean: bool = False  # squash the policy mean into the action box (module.bound_mean)
     seed: int = 0
     restart_failed_env_runners: bool = True
     # "factorized" (module.py, any observation) or "rowwise" (rowwise.py: needs the world's
@@ -149,7 +148,6 @@ def build_ppo_config(
         "factor_layout": [dict(layer) for layer in env_config["factor_layout"]],
         "hidden": list(s.hidden),
         "initial_log_std": s.initial_log_std,
-        "tanh_mean": s.tanh_mean,
     }
     module_class = MODULES.get(s.module)
     if module_class is None:

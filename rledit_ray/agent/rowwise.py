@@ -33,8 +33,8 @@ from ray.rllib.core.rl_module.torch import TorchRLModule
 from ray.rllib.utils.annotations import override
 from torch import nn
 
-from rledit_ray.agent.module import (DEFAULT_INITIAL_LOG_STD, HEAD_INIT_STD, VALUE_INIT_STD, ModeFreeTrain,
-                                     _mlp, _small_linear, bound_mean)
+from rledit_ray.agent.module import (DEFAULT_INITIAL_LOG_STD, HEAD_INIT_STD, VALUE_INIT_STD, ModeFreeTrain, _mlp,
+                                     _small_linear)
 from rledit_ray.worlds.rowwise import unpack_observation
 
 DEFAULT_WIDTH = 64
@@ -42,8 +42,7 @@ DEFAULT_WIDTH = 64
 
 class RowwisePPOModule(ModeFreeTrain, TorchRLModule, InferenceOnlyAPI, ValueFunctionAPI):
     """model_config keys: obs_layout (required; worlds/rowwise.obs_layout), rank (required),
-    hidden (its last width is the row-encoding width, default 64), initial_log_std, tanh_mean
-    (module.bound_mean)."""
+    hidden (its last width is the row-encoding width, default 64), initial_log_std."""
 
     @override(TorchRLModule)
     def setup(self):
@@ -71,7 +70,6 @@ class RowwisePPOModule(ModeFreeTrain, TorchRLModule, InferenceOnlyAPI, ValueFunc
         self.v_net = nn.Sequential(_mlp(ch + fc + 2 * width, [width, width]), _small_linear(width, 1, HEAD_INIT_STD))
         self.value_net = nn.Sequential(_mlp(2 * width + g, [width, width]), _small_linear(width, 1, VALUE_INIT_STD))
         initial = float(cfg.get("initial_log_std", DEFAULT_INITIAL_LOG_STD))
-        self.tanh_mean = bool(cfg.get("tanh_mean", False))
         self.log_std_u = nn.Parameter(torch.full((r,), initial))
         self.log_std_v = nn.Parameter(torch.full((r,), initial))
         self.refuse_mode_dependent_layers()
@@ -99,7 +97,7 @@ class RowwisePPOModule(ModeFreeTrain, TorchRLModule, InferenceOnlyAPI, ValueFunc
         cols = parts["cols"][:, :, None, :].expand(-1, -1, r, -1)
         context = pooled[:, None, None, :].expand(-1, n, r, -1)
         v = self.v_net(torch.cat([attended, cols, context], -1)).squeeze(-1)  # (B, n, r)
-        return {"U": bound_mean(u, self.tanh_mean), "V": bound_mean(v, self.tanh_mean)}
+        return {"U": u, "V": v}
 
     def action_mean(self, obs: torch.Tensor) -> torch.Tensor:
         f = self.factor_means(obs)
