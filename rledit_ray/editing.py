@@ -56,12 +56,9 @@ def apply_checkpoint(checkpoint: str | Path, out: str | Path, forget_class: int 
     A generalist checkpoint serves the request `forget_class` (any class of the label set)."""
     if forget_class is not None or load_config(find_checkpoint(checkpoint)[1]).generalist is not None:
         return serve_request(checkpoint, out, forget_class, repeat)
-    from rledit_ray.agent import deterministic_action, load_module
+    from rledit_ray.agent import deterministic_action
 
-    ckpt, config_path = find_checkpoint(checkpoint)
-    cfg = load_config(config_path)
-    world = build_world(cfg)
-    module = load_module(str(ckpt))
+    cfg, ckpt, world, module = load_policy(checkpoint)
     run_episode(world, lambda obs: np.zeros(world.action_space.shape, np.float32))
     before = world.task_metrics(pools=("test",))
     started = time.perf_counter()
