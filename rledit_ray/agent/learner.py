@@ -110,8 +110,7 @@ class EditPPOLearner(PPOTorchLearner):
                 POLICY_LOSS_KEY: -mean(surrogate),
                 VF_LOSS_KEY: mean_vf_loss,
                 LEARNER_RESULTS_VF_LOSS_UNCLIPPED_KEY: mean_vf_unclipped,
-                LEARNER_RESULTS_VF_EXPLAINED_VAR_KEY: explained_variance(batch[Postprocessing.VALUE_TARGETS], values)
-                if config.use_critic else mean_vf_loss,
+                LEARNER_RESULTS_VF_EXPLAINED_VAR_KEY: explained_variance(batch[Postprocessing.VALUE_TARGETS], values),
                 ENTROPY_KEY: mean(entropy),
                 LEARNER_RESULTS_KL_KEY: mean_kl,
                 CLIP_FRACTION_KEY: clip_fraction,
