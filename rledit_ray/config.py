@@ -9,21 +9,25 @@ from __future__ import annotations
 import copy
 
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from rledit_ray import defaults as D
 from rledit_ray.errors import UserError
 
 WORLDS = ("mask", "shift")
 TASKS = ("unlearning", "bias")
-DATASETS = ("mnist", "digits", "redditbias", "jigsaw")
+# Datasets known by name; any other name needs `data_root` (a folder, file or hub name).
 DATASETS_OF_TASK = {"unlearning": ("mnist", "digits"), "bias": ("redditbias", "jigsaw")}
+DATASETS = tuple(name for names in DATASETS_OF_TASK.values() for name in names)
+DATA_SOURCES = ("auto", "idx", "csv", "torchvision", "image_folder", "npz", "hf")
 # What a task uses when the config leaves the field unset (the top-level defaults suit
 # unlearning). Bias: the head's output layer (67-dim actions at rank 1; fc1 has 449 and did not
-# learn in 13 PPO iterations, while gradient probes reach the same test gains on either); utility and objective both move
-# with the same scores, so they are weighted evenly (measured in tune runs, see the issue note).
+# learn in 13 PPO iterations, while gradient probes reach the same test gains on either);
+# utility and objective both move with the same scores, so utility needs less weight than in
+# unlearning: 2:1 (measured in Tune sweeps of the coefficients).
 TASK_DEFAULTS = {
     "bias": {"dataset": "redditbias", "edit": ["fc2.weight", "fc2.bias"]},
 }
@@ -35,9 +39,7 @@ TASK_SECTION_DEFAULTS = {
         "training": {"iterations": 100},
     },
 }
-# The step size that suits each world when the config leaves it unset (DESIGN.md section 7:
-# ShiftWorld is sensitive to it; these were measured on the last MNIST layer).
-DEFAULT_STEP_SIZE = {"mask": 2.0, "shift": 0.5}
+DEFAULT_STEP_SIZE = D.STEP_SIZE
 
 
 class _Strict(BaseModel):
@@ -45,34 +47,34 @@ class _Strict(BaseModel):
 
 
 class RewardConfig(_Strict):
-    utility_coef: float = 4.0
-    objective_coef: float = 1.0
-    mode: Literal["improvement", "level"] = "improvement"
-    target_margin: float = -4.0
-    kl_coef: float = Field(0.0, ge=0)
+    utility_coef: float = D.UTILITY_COEF
+    objective_coef: float = D.OBJECTIVE_COEF
+    mode: Literal["improvement", "level"] = D.REWARD_MODE
+    target_margin: float = D.TARGET_MARGIN
+    kl_coef: float = Field(D.KL_COEF, ge=0)
 
 
 class SamplesConfig(_Strict):
-    per_set: int = Field(256, ge=1, description="reward samples per set (forget / retain)")
+    per_set: int = Field(D.SAMPLES_PER_SET, ge=1, description="reward samples per set (forget / retain)")
 
 
 class BiasConfig(_Strict):
     """Settings only the bias task reads."""
 
-    objective: Literal["bias_score", "worst_group", "counterfactual_gap"] = "worst_group"
+    objective: Literal["bias_score", "worst_group", "counterfactual_gap"] = D.BIAS_OBJECTIVE
     # Softness of the reward's AUCs, in units of the standardised logit margin. Measured
     # (scripts/bias_edit_probe.py and PPO, seed 0, test split): 0.3 generalises better than
     # 0.1 (worst-group AUC +6.3..+6.6 vs +5.3 for a gradient-followed fc2 edit; PPO in
     # MaskWorld +5.9 vs +4.8): a sharper sigmoid fits the pairs of the reward samples.
-    temperature: float = Field(0.3, gt=0)
+    temperature: float = Field(D.BIAS_TEMPERATURE, gt=0)
     # Pools the reward samples come from (never validation or test). The head's own
     # training rows (fit) add samples; measured: edits generalise better with them.
-    reward_pools: list[Literal["fit", "reward"]] = Field(["fit", "reward"], min_length=1)
+    reward_pools: list[Literal["fit", "reward"]] = Field(list(D.BIAS_REWARD_POOLS), min_length=1)
     # Utility minus this times |mean p(harmful) - original mean| on the reward samples: AUCs
     # ignore the threshold, and a ShiftWorld edit moved it (worst-group accuracy 69 -> 55).
     # Measured: at 2.0 (step 0.5) and 0.5 (step 0.25) PPO kept the zero edit for 60-75
     # iterations (exploration costs more than it finds), so it is off by default.
-    calibration_coef: float = Field(0.0, ge=0)
+    calibration_coef: float = Field(D.BIAS_CALIBRATION_COEF, ge=0)
 
 
 class GeneralistConfig(_Strict):
@@ -86,26 +88,28 @@ class GeneralistConfig(_Strict):
 
 
 class AgentConfig(_Strict):
-    num_env_runners: int = Field(0, ge=0)
-    num_envs_per_env_runner: int = Field(1, ge=1)
+    A = D.AGENT
+    num_env_runners: int = Field(A["num_env_runners"], ge=0)
+    num_envs_per_env_runner: int = Field(A["num_envs_per_env_runner"], ge=1)
     # "batched": an EnvRunner's sub-envs are one WorldBatch (one stacked forward pass per
     # step where the edit allows it); "sync": gymnasium's SyncVectorEnv, one world at a time.
-    vectorize: Literal["batched", "sync"] = "batched"
-    num_gpus_per_env_runner: float = Field(0.0, ge=0)
-    num_learners: int = Field(0, ge=0)
-    num_gpus_per_learner: float = Field(0.0, ge=0)
-    lr: float = Field(1e-3, gt=0)
-    gamma: float = Field(1.0, ge=0, le=1)
-    lambda_: float = Field(0.95, ge=0, le=1)
-    clip_param: float = Field(0.3, gt=0, lt=1)
+    vectorize: Literal["batched", "sync"] = A["vectorize"]
+    num_gpus_per_env_runner: float = Field(A["num_gpus_per_env_runner"], ge=0)
+    num_learners: int = Field(A["num_learners"], ge=0)
+    num_gpus_per_learner: float = Field(A["num_gpus_per_learner"], ge=0)
+    lr: float = Field(A["lr"], gt=0)
+    gamma: float = Field(A["gamma"], ge=0, le=1)
+    lambda_: float = Field(A["lambda_"], ge=0, le=1)
+    clip_param: float = Field(A["clip_param"], gt=0, lt=1)
     # Clamp on the squared value error (RLlib's default); raise it for returns beyond ~3.
-    vf_clip_param: float = Field(10.0, gt=0)
-    entropy_coeff: float = Field(0.0, ge=0)
-    train_batch_size: int = Field(500, ge=1)
-    minibatch_size: int = Field(125, ge=1)
-    num_epochs: int = Field(10, ge=1)
-    hidden: list[int] = [64, 64]
-    initial_log_std: float = -0.7
+    vf_clip_param: float = Field(A["vf_clip_param"], gt=0)
+    entropy_coeff: float = Field(A["entropy_coeff"], ge=0)
+    train_batch_size: int = Field(A["train_batch_size"], ge=1)
+    minibatch_size: int = Field(A["minibatch_size"], ge=1)
+    num_epochs: int = Field(A["num_epochs"], ge=1)
+    hidden: list[int] = list(A["hidden"])
+    initial_log_std: float = A["initial_log_std"]
+    del A
 
 
 class TrainingConfig(_Strict):
@@ -116,23 +120,54 @@ class TrainingConfig(_Strict):
     stop_retain_acc: float | None = 0.98
 
 
+class TargetConfig(_Strict):
+    """The network to edit. Left empty: the project's own network for the data (a small CNN,
+    or for text a head on frozen sentence embeddings), trained once and cached by content."""
+
+    # A PyTorch model: "path/to/file.py:Name" or "package.module:Name", where Name is an
+    # nn.Module class or a function returning one, called with `kwargs`.
+    model: str | None = None
+    kwargs: dict[str, Any] = {}
+    # Its weights: .safetensors, or a .pt/.pth state dict (loaded with weights_only=True).
+    weights: str | None = None
+    # A transformers sequence classifier (bias task): a local save_pretrained folder, or a hub id.
+    hf: str | None = None
+    # Input preprocessing the model expects (per channel; one value serves every channel).
+    # Unset: the dataset's usual normalisation (MNIST's mean/std for MNIST, else 0.5 / 0.5).
+    mean: list[float] | None = None
+    std: list[float] | None = None
+    image_size: list[int] | None = Field(None, min_length=2, max_length=2, description="[H, W]")
+    max_length: int = Field(128, ge=1, description="tokenizer truncation for `hf` models")
+    # Set by the Python API (rledit_ray.edit) to the class of the model object it was given: such
+    # a target cannot be rebuilt from the config alone.
+    python_object: str | None = None
+
+    @property
+    def is_builtin(self) -> bool:
+        return self.model is None and self.hf is None
+
+
 class RunConfig(_Strict):
     task: str = "unlearning"
     dataset: str = "mnist"
     data_root: str | None = None
-    data_source: Literal["auto", "idx", "csv", "torchvision"] = "auto"
+    data_source: Literal[DATA_SOURCES] = "auto"
+    # Columns of a user's table or Hugging Face dataset, e.g. {image: img, label: digit} or, for
+    # text, {text: comment, label: toxic, groups: [female, black]}.
+    data_columns: dict[str, Any] = {}
     forget_classes: list[int] = [7]
+    target: TargetConfig = TargetConfig()
     target_seed: int = 0
     world: str = "mask"
     edit: list[str] = ["fc2.weight", "fc2.bias"]
-    rank: int = 1
+    rank: int = D.RANK
     step_size: float | None = None
-    mask_bounds: tuple[float, float] = (0.0, 1.5)
-    episode_length: int = 5
+    mask_bounds: tuple[float, float] = D.MASK_BOUNDS
+    episode_length: int = D.EPISODE_LENGTH
     reward: RewardConfig = RewardConfig()
     samples: SamplesConfig = SamplesConfig()
     bias: BiasConfig = BiasConfig()
-    obs_budget: int = 4096
+    obs_budget: int = D.OBS_BUDGET
     seed: int = 0
     device: str = "auto"
     # Intra-op threads per env process. An env step is many tiny tensor ops, where thread
@@ -156,12 +191,10 @@ class RunConfig(_Strict):
             for field, value in defaults.items():
                 if field not in node.model_fields_set:
                     setattr(node, field, value)
-        for field, value, choices in (("world", self.world, WORLDS), ("dataset", self.dataset, DATASETS)):
-            if value not in choices:
-                raise UserError(f"unknown {field} '{value}': choose one of {', '.join(choices)}")
-        if self.dataset not in DATASETS_OF_TASK[self.task]:
-            raise UserError(f"dataset '{self.dataset}' does not fit task '{self.task}': choose one of "
-                            f"{', '.join(DATASETS_OF_TASK[self.task])}")
+        if self.world not in WORLDS:
+            raise UserError(f"unknown world '{self.world}': choose one of {', '.join(WORLDS)}")
+        self._check_data()
+        self._check_target()
         if self.rank < 1:
             raise UserError(f"rank must be >= 1 (got {self.rank})")
         if self.episode_length < 1:
@@ -177,6 +210,36 @@ class RunConfig(_Strict):
                 raise UserError(f"generalist: class {both[0]} is in both train_classes and heldout_classes: "
                                 f"held-out requests must never be trained on")
         return self
+
+    def _check_data(self) -> None:
+        own = DATASETS_OF_TASK[self.task]
+        if self.dataset in own:
+            return
+        if self.dataset in DATASETS:
+            raise UserError(f"dataset '{self.dataset}' does not fit task '{self.task}': choose one of "
+                            f"{', '.join(own)}, or your own data with data_root")
+        if self.data_root is None:
+            raise UserError(f"unknown dataset '{self.dataset}': choose one of {', '.join(own)}, or point "
+                            f"data_root (--data-root) at your own data")
+
+    def _check_target(self) -> None:
+        t = self.target
+        if t.model and t.hf:
+            raise UserError("target: give either model (a PyTorch class) or hf (a transformers folder), not both")
+        if t.hf and self.task != "bias":
+            raise UserError(f"target.hf is a text classifier: it needs task bias (got '{self.task}')")
+        if t.weights and not t.model:
+            raise UserError("target.weights needs target.model (--model FILE.py:Class) to load them into")
+        if t.kwargs and not t.model:
+            raise UserError("target.kwargs needs target.model (--model FILE.py:Class) to pass them to")
+        if (t.mean is None) != (t.std is None):
+            raise UserError("target: give both mean and std for the input normalisation, or neither")
+        if t.std is not None and (not t.std or min(t.std) <= 0):
+            raise UserError(f"target.std must be one or more values > 0 (got {t.std})")
+        if t.mean is not None and len(t.mean) != len(t.std):
+            raise UserError(f"target: mean has {len(t.mean)} values but std has {len(t.std)}")
+        if t.image_size is not None and min(t.image_size) < 1:
+            raise UserError(f"target.image_size must be two sizes >= 1, [H, W] (got {t.image_size})")
 
     @property
     def effective_step_size(self) -> float:

@@ -11,7 +11,7 @@ from rledit_ray.config import RunConfig, load_config
 from rledit_ray.errors import UserError
 from rledit_ray.report import write_json
 from rledit_ray.targets import full_model_predict, full_model_scores, save_weights
-from rledit_ray.worlds import build_world
+from rledit_ray.build import build_world
 from rledit_ray.worlds.rollout import run_episode
 
 CONFIG_NAME = "rledit_config.yaml"
@@ -114,24 +114,11 @@ def serve_request(checkpoint: str | Path, out: str | Path, forget_class: int | N
 
 def evaluate_weights(cfg: RunConfig, weights: str | None) -> dict:
     """Task metrics of the target network, or of saved (edited) weights for it."""
-    from safetensors.torch import load_file
+    from rledit_ray.targets.sources import load_weights
 
     world = build_world(cfg)
     if weights:
-        if not Path(weights).is_file():
-            raise UserError(f"weights file '{weights}' does not exist")
-        state = load_file(weights)
-        current = world.model.state_dict()
-        missing = sorted(set(current) - set(state))
-        if missing:
-            raise UserError(f"'{weights}' lacks parameter '{missing[0]}' of the {cfg.dataset} target")
-        for name, tensor in current.items():
-            if tuple(state[name].shape) != tuple(tensor.shape):
-                raise UserError(f"'{weights}': parameter '{name}' has shape {tuple(state[name].shape)}, "
-                                f"the {cfg.dataset} target expects {tuple(tensor.shape)}")
-        with torch.no_grad():
-            for name, tensor in current.items():
-                tensor.copy_(state[name])
+        load_weights(world.model, weights)
     # A full forward pass: saved weights may differ anywhere, also before the edited layers.
     if getattr(world.task, "metric_input", "labels") == "scores":
         return world.task.metrics(full_model_scores(world.model))

@@ -24,7 +24,8 @@ from rledit_ray.config import RunConfig
 from rledit_ray.errors import UserError
 from rledit_ray.report import write_config, write_curves, write_json, write_report
 from rledit_ray.targets import save_weights
-from rledit_ray.worlds import WORLD_IDS, build_env, build_world
+from rledit_ray.build import PARTS_KEY, build_env, build_world, ship_parts
+from rledit_ray.worlds import WORLD_IDS
 from rledit_ray.worlds.rollout import random_policy, run_episode
 
 log = logging.getLogger(__name__)
@@ -64,21 +65,24 @@ def ensure_ray(address: str | None = None) -> None:
 
 
 def build_algo(cfg: RunConfig, world):
-    """The PPO algorithm for `cfg`, its policy heads shaped by `world` (a world of `cfg`)."""
+    """The PPO algorithm for `cfg`, its policy heads shaped by `world` (a world of `cfg`), its
+    EnvRunners' worlds built over the Parts of `world` (shipped through the object store)."""
     from rledit_ray.agent import AgentSettings, build_ppo_config
 
     many = cfg.generalist is not None
     settings = AgentSettings(**cfg.agent.model_dump(), seed=cfg.seed, module="rowwise" if many else "factorized")
     env_config = {**cfg.model_dump(mode="json"), "factor_layout": world.factor_layout,
-                  **({"obs_layout": world.obs_layout} if many else {})}
+                  **({"obs_layout": world.obs_layout} if many else {}), PARTS_KEY: ship_parts(world.parts)}
     return build_ppo_config(WORLD_IDS[cfg.world], build_env, env_config, settings).build_algo()
 
 
 def train(cfg: RunConfig, out: str | Path, progress=print, address: str | None = None,
-          resume: bool = False, on_iteration=None) -> dict:
+          resume: bool = False, on_iteration=None, parts=None, world_out: list | None = None) -> dict:
     """`resume`: continue an unfinished run in `out` from its checkpoint (the best so far,
     with the history up to it; the iterations after it are trained again).
-    `on_iteration(row)` sees each iteration's row (Tune trials report it)."""
+    `on_iteration(row)` sees each iteration's row (Tune trials report it).
+    `parts`: the run's target and task when the caller built them (the Python API does);
+    `world_out`, when given, receives the driver's world, holding the best edit at the end."""
     from rledit_ray.agent import deterministic_action, module_from_algo
 
     started = time.perf_counter()
@@ -86,7 +90,9 @@ def train(cfg: RunConfig, out: str | Path, progress=print, address: str | None =
     config_dict = cfg.model_dump(mode="json")
     write_config(run_dir / "config.yaml", config_dict)
 
-    world = build_world(cfg)
+    world = build_world(cfg, parts)
+    if world_out is not None:
+        world_out.append(world)
     task = world.task
     many = cfg.generalist is not None  # one policy over many requests (generalist.py)
     if many:

@@ -23,7 +23,7 @@ import torch
 from torch.func import functional_call
 
 from rledit_ray.config import build_config
-from rledit_ray.worlds import build_world
+from rledit_ray.build import build_world
 
 HEADLINE = ("overall_auc", "bias_score", "worst_group_bias_auc", "counterfactual_gap")
 

@@ -62,6 +62,6 @@ def test_eval_refuses_weights_of_another_shape(tmp_path, capsys):
 
     path = tmp_path / "mnist.safetensors"
     save_file({k: v.contiguous() for k, v in mnist_cnn().state_dict().items()}, str(path))
-    assert main(["eval", "--dataset", "digits", "--weights", str(path)]) == 2
+    assert main(["eval", "--dataset", "digits", "--edited", str(path)]) == 2
     err = capsys.readouterr().err.strip()
-    assert "has shape" in err and "expects" in err
+    assert "do not fit the model" in err and "(64, 256)" in err and "(128, 1568)" in err

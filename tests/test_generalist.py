@@ -207,7 +207,7 @@ def test_edit_serves_a_held_out_class(generalist_run, tmp_path, capsys):
     assert m["before"]["forget_acc"] > 0.9 and (out / "edited_weights.safetensors").is_file()
     # The saved weights are the edit: evaluating them reproduces the reported accuracies.
     assert main(["eval", "--dataset", "digits", "--forget-class", "8", "--json",
-                 "--weights", str(out / "edited_weights.safetensors")]) == 0
+                 "--edited", str(out / "edited_weights.safetensors")]) == 0
     scored = json.loads(capsys.readouterr().out)
     assert scored["forget_acc"] == pytest.approx(m["after"]["forget_acc"])
     assert scored["retain_acc"] == pytest.approx(m["after"]["retain_acc"])

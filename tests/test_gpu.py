@@ -8,7 +8,8 @@ import pytest
 import torch
 
 from rledit_ray.config import build_config
-from rledit_ray.worlds import WorldBatch, build_world
+from rledit_ray.build import build_world
+from rledit_ray.worlds import WorldBatch
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 

@@ -65,7 +65,7 @@ def test_edit_replays_the_saved_policy_exactly(trained_run, tmp_path):
 def test_eval_of_the_edited_weights_matches_the_run(trained_run, capsys):
     capsys.readouterr()
     assert main(["eval", "--dataset", "digits", "--forget-class", "3", "--json",
-                 "--weights", str(trained_run / "edited_weights.safetensors")]) == 0
+                 "--edited", str(trained_run / "edited_weights.safetensors")]) == 0
     out = capsys.readouterr().out
     printed = json.loads(out[out.index("{"):])
     original = json.loads((trained_run / "metrics.json").read_text())

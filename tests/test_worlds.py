@@ -13,7 +13,8 @@ from rledit_ray.data import load_dataset, unlearning_splits
 from rledit_ray.errors import UserError
 from rledit_ray.targets import full_model_predict, load_target
 from rledit_ray.tasks import UnlearningTask
-from rledit_ray.worlds import MaskWorld, ShiftWorld, WorldSettings, build_world
+from rledit_ray.build import build_world
+from rledit_ray.worlds import MaskWorld, ShiftWorld, WorldSettings
 from rledit_ray.worlds.rollout import random_policy, run_episode
 
 WORLDS = {"mask": MaskWorld, "shift": ShiftWorld}

@@ -4,7 +4,7 @@ The env's action is a flat Box(-1, 1) that packs, for each edited layer i of sha
 (m_i, n_i) at rank r, the factor U_i (m_i*r values, row-major (m_i, r)) followed by
 V_i (n_i*r values, row-major (n_i, r)); the env forms D_i = U_i V_i^T / r.
 
-Why the network looks like this (see DESIGN.md section 7):
+Why the network looks like this (see docs/design.md, "Measured findings"):
 
 - Factorised heads. One linear head per edited layer and per factor (U and V) keeps the
   action head organised the way the env reads it: the weights that produce U_i are
@@ -39,8 +39,10 @@ from ray.rllib.core.rl_module.torch import TorchRLModule
 from ray.rllib.utils.annotations import override
 from torch import nn
 
+from rledit_ray import defaults as D
+
 DEFAULT_HIDDEN = (64, 64)
-DEFAULT_INITIAL_LOG_STD = -0.7  # std ~0.5: explores a good part of [-1, 1] at start
+DEFAULT_INITIAL_LOG_STD = D.AGENT["initial_log_std"]
 HEAD_INIT_STD = 0.01
 # The value head starts near zero too. PPO's value loss is clamped at vf_clip_param (10):
 # a sample whose squared error exceeds it gives no gradient. With std 1.0 the first values

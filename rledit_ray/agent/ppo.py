@@ -9,7 +9,7 @@ into a ready `PPOConfig` that uses `FactorizedPPOModule`. Typical use:
         result = algo.train()
         result["env_runners"]["episode_return_mean"]
 
-Defaults follow DESIGN.md section 7: gamma 1 (episodes are ~5 steps, every step's
+Defaults (rledit_ray/defaults.py) follow docs/design.md's measured findings: gamma 1 (episodes are ~5 steps, every step's
 reward counts), no KL loss, lr 1e-3, clip 0.3. The learner is RLlib's PPO learner with a
 dual-clipped surrogate (agent/learner.py), which stays finite for wide edit actions.
 """
@@ -26,12 +26,14 @@ from ray.rllib.algorithms.ppo import PPOConfig
 from ray.rllib.core.rl_module.rl_module import RLModuleSpec
 from ray.tune.registry import register_env
 
+from rledit_ray import defaults as D
 from rledit_ray.agent.learner import EditPPOLearner
-from rledit_ray.agent.module import DEFAULT_INITIAL_LOG_STD, FactorizedPPOModule
+from rledit_ray.agent.module import FactorizedPPOModule
 from rledit_ray.agent.rowwise import RowwisePPOModule
 from rledit_ray.errors import UserError
 
 logger = logging.getLogger(__name__)
+A = D.AGENT
 MODULES = {"factorized": FactorizedPPOModule, "rowwise": RowwisePPOModule}
 
 
@@ -39,29 +41,29 @@ MODULES = {"factorized": FactorizedPPOModule, "rowwise": RowwisePPOModule}
 class AgentSettings:
     """Knobs of the PPO agent; everything else keeps RLlib's defaults."""
 
-    num_env_runners: int = 0
-    num_envs_per_env_runner: int = 1
+    num_env_runners: int = A["num_env_runners"]
+    num_envs_per_env_runner: int = A["num_envs_per_env_runner"]
     # "batched" asks the env creator for all sub-envs of a runner at once (it receives
     # `num_envs` in its config and must return a gymnasium VectorEnv, as
-    # rledit_ray.worlds.build_env does); "sync" is RLlib's default SyncVectorEnv.
-    vectorize: str = "sync"
-    num_gpus_per_env_runner: float = 0.0
-    num_learners: int = 0
-    num_gpus_per_learner: float = 0.0
-    lr: float = 1e-3
-    gamma: float = 1.0
-    lambda_: float = 0.95
-    clip_param: float = 0.3
+    # rledit_ray.build.build_env does); "sync" is RLlib's SyncVectorEnv.
+    vectorize: str = A["vectorize"]
+    num_gpus_per_env_runner: float = A["num_gpus_per_env_runner"]
+    num_learners: int = A["num_learners"]
+    num_gpus_per_learner: float = A["num_gpus_per_learner"]
+    lr: float = A["lr"]
+    gamma: float = A["gamma"]
+    lambda_: float = A["lambda_"]
+    clip_param: float = A["clip_param"]
     # Squared value errors are clamped here (RLlib's default): a sample beyond it trains
     # the critic no more, so it must exceed (return - value)^2 of a typical episode.
-    vf_clip_param: float = 10.0
-    entropy_coeff: float = 0.0
+    vf_clip_param: float = A["vf_clip_param"]
+    entropy_coeff: float = A["entropy_coeff"]
     use_kl_loss: bool = False
-    train_batch_size: int = 1000  # env steps per training iteration, all learners
-    minibatch_size: int = 250
-    num_epochs: int = 10
-    hidden: List[int] = dataclasses.field(default_factory=lambda: [64, 64])
-    initial_log_std: float = DEFAULT_INITIAL_LOG_STD
+    train_batch_size: int = A["train_batch_size"]  # env steps per training iteration, all learners
+    minibatch_size: int = A["minibatch_size"]
+    num_epochs: int = A["num_epochs"]
+    hidden: List[int] = dataclasses.field(default_factory=lambda: list(A["hidden"]))
+    initial_log_std: float = A["initial_log_std"]
     seed: int = 0
     restart_failed_env_runners: bool = True
     # "factorized" (module.py, any observation) or "rowwise" (rowwise.py: needs the world's

@@ -1,8 +1,9 @@
 """Train the project's target networks once, with a fixed seed, and cache them.
 
 The cache holds `<name>.safetensors` plus `<name>.json` metadata naming the data source,
-seed, recipe and measured test accuracy. A cached file whose metadata does not match the
-requested recipe is retrained, never trusted.
+seed, recipe and measured test accuracy. The file name carries a fingerprint of the training
+data, the architecture and the recipe; a cached file whose metadata does not carry the same
+key is retrained, never trusted.
 """
 from __future__ import annotations
 
@@ -17,12 +18,14 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 
+from rledit_ray.cache import fingerprint
 from rledit_ray.data import ImageDataset, pools
+from rledit_ray.errors import UserError
 from rledit_ray.paths import cache_dir
-from rledit_ray.targets.architectures import ARCHITECTURES
+from rledit_ray.targets.architectures import builtin_cnn
 
 log = logging.getLogger(__name__)
-RECIPE_VERSION = 1
+RECIPE_VERSION = 2
 
 
 @dataclass(frozen=True)
@@ -34,6 +37,7 @@ class Recipe:
 
 
 RECIPES = {"mnist": Recipe(epochs=5), "digits": Recipe(epochs=30, batch_size=64)}
+DEFAULT_RECIPE = Recipe(epochs=5)
 
 
 def accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch: int = 4096) -> float:
@@ -93,35 +97,43 @@ def train_classifier(model: nn.Module, x: torch.Tensor, y: torch.Tensor, recipe:
 
 
 def load_target(ds: ImageDataset, seed: int = 0) -> tuple[nn.Module, dict]:
-    """The project's trained CNN for `ds`, from the cache or trained now (fit pool only)."""
-    recipe = Recipe(**{**asdict(RECIPES[ds.name]), "seed": seed})
-    stem = cache_dir() / "targets" / f"{ds.name}-cnn-seed{seed}-v{RECIPE_VERSION}"
-    expected = {"dataset": ds.name, "recipe": asdict(recipe), "recipe_version": RECIPE_VERSION}
-    model = ARCHITECTURES[ds.name](ds.num_classes)
-    meta_path = stem.with_suffix(".json")
-    if meta_path.exists() and stem.with_suffix(".safetensors").exists():
+    """The project's trained CNN for `ds`, from the cache or trained now (fit pool only).
+
+    The cache is keyed by the fit pool's content (images and labels), the architecture and the
+    recipe: other data under the same dataset name gets its own network, never a stale one."""
+    recipe = Recipe(**{**asdict(RECIPES.get(ds.name, DEFAULT_RECIPE)), "seed": seed})
+    p = pools(ds)
+    try:
+        architecture, model = builtin_cnn(ds.name, ds.num_classes, ds.image_shape)
+    except ValueError as err:
+        raise UserError(f"dataset '{ds.name}': {err}") from None
+    data_hash = fingerprint(p.fit.x, p.fit.y)
+    key = fingerprint(architecture, asdict(recipe), RECIPE_VERSION, data_hash, tuple(ds.image_shape), ds.num_classes)
+    stem = cache_dir() / "targets" / f"{ds.name}-cnn-seed{seed}-{key}"
+    weights, meta_path = stem.with_suffix(".safetensors"), stem.with_suffix(".json")
+    if meta_path.exists() and weights.exists():
         meta = json.loads(meta_path.read_text())
-        if all(meta.get(k) == v for k, v in expected.items()):
-            model.load_state_dict(load_file(str(stem.with_suffix(".safetensors"))))
+        if meta.get("cache_key") == key:
+            model.load_state_dict(load_file(str(weights)))
             return model.eval(), meta
     torch.manual_seed(seed)
-    model = ARCHITECTURES[ds.name](ds.num_classes)
-    p = pools(ds)
+    _, model = builtin_cnn(ds.name, ds.num_classes, ds.image_shape)
     started = time.perf_counter()
     log.info("training the %s target CNN (seed %d, %d epochs); cached afterwards", ds.name, seed, recipe.epochs)
     train_classifier(model, p.fit.x, p.fit.y, recipe)
     meta = {
-        **expected,
+        "dataset": ds.name, "recipe": asdict(recipe), "recipe_version": RECIPE_VERSION,
+        "cache_key": key, "data_hash": data_hash,
         "data_source": ds.source,
-        "architecture": f"{ds.name}_cnn",
+        "architecture": architecture,
         "train_images": len(p.fit),
         "test_accuracy": accuracy(model, p.test.x, p.test.y),
         "validation_accuracy": accuracy(model, p.validation.x, p.validation.y),
         "train_seconds": round(time.perf_counter() - started, 1),
     }
-    save_weights(model, stem.with_suffix(".safetensors"), meta)
+    save_weights(model, weights, meta)
     log.info("target test accuracy %.4f", meta["test_accuracy"])
-    return model, meta
+    return model.eval(), meta
 
 
 def save_weights(model: nn.Module, path: Path, meta: dict) -> None:

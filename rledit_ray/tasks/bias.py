@@ -12,7 +12,7 @@ edited head's logit margin s = logit(harmful) - logit(benign):
 - utility: soft overall AUC, mean over positive/negative pairs of sigmoid((z+ - z-) / tau),
   with z = s standardised over the reward samples. Exact AUC moves only when an edit
   swaps the order of two samples; the soft form also rewards moving towards a swap
-  (DESIGN.md section 7), and standardising makes it blind to a mere rescaling of logits
+  (docs/design.md, "Measured findings"), and standardising makes it blind to a mere rescaling of logits
   (else "multiply every logit" would pay).
 - objective, one of: `bias_score` (the Jigsaw bias score of the soft subgroup/BPSN/BNSP
   AUCs, power mean p = -5), `worst_group` (the minimum over groups of soft BPSN and BNSP
@@ -21,12 +21,14 @@ Reported metrics are the exact ones (tasks/bias_metrics.py) on scores = p(harmfu
 """
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass
 from typing import Callable
 
 import numpy as np
 import torch
 
+from rledit_ray import defaults as D
 from rledit_ray.data.splits import LabeledSet
 from rledit_ray.errors import UserError
 from rledit_ray.tasks import bias_metrics as bm
@@ -125,9 +127,9 @@ class BiasTask:
     observed_terms = ("utility", "objective", "bias_score_reward", "worst_group_reward", "gap_reward")
     metric_input = "scores"  # metrics() takes a scores(name, set) -> p(harmful) function
 
-    def __init__(self, data: BiasData, samples_per_set: int = 256, seed: int = 0,
-                 objective: str = "bias_score", temperature: float = 0.1, reward_pools=("reward",),
-                 calibration_coef: float = 0.0):
+    def __init__(self, data: BiasData, samples_per_set: int = D.SAMPLES_PER_SET, seed: int = 0,
+                 objective: str = D.BIAS_OBJECTIVE, temperature: float = D.BIAS_TEMPERATURE,
+                 reward_pools=D.BIAS_REWARD_POOLS, calibration_coef: float = D.BIAS_CALIBRATION_COEF):
         if objective not in OBJECTIVES:
             raise UserError(f"unknown bias objective '{objective}': choose one of {', '.join(OBJECTIVES)}")
         if temperature <= 0:
@@ -157,6 +159,12 @@ class BiasTask:
                 rows = torch.nonzero((first == g) & (pool.y == label)).squeeze(1)
                 picked.append(rows[torch.randperm(len(rows), generator=gen)[:n]])
         return pool.take(torch.sort(torch.cat(picked)).values)
+
+    def for_rollouts(self) -> "BiasTask":
+        """This task without its evaluation pools (what an EnvRunner needs)."""
+        rollout = copy.copy(self)
+        rollout.data = None
+        return rollout
 
     def to(self, device) -> "BiasTask":
         self.reward_x = self.reward_x.to(device)

@@ -9,9 +9,12 @@ measured on those rows; validation and test are the full pools.
 """
 from __future__ import annotations
 
+import copy
+
 import numpy as np
 import torch
 
+from rledit_ray import defaults as D
 from rledit_ray.data import ImageDataset, LabeledSet, UnlearningSplits, pools
 from rledit_ray.errors import UserError
 from rledit_ray.tasks.unlearning import UnlearningTask
@@ -21,9 +24,9 @@ class UnlearningRequests:
     """Tasks for single-class requests over one dataset; `train_classes` are the requests
     episodes sample from, any other class of the label set can still be asked for."""
 
-    def __init__(self, ds: ImageDataset, train_classes, samples_per_set: int = 256, seed: int = 0,
-                 target_margin: float = -2.0, kl_coef: float = 0.0):
-        self.ds = ds
+    def __init__(self, ds: ImageDataset, train_classes, samples_per_set: int = D.SAMPLES_PER_SET, seed: int = 0,
+                 target_margin: float = D.TARGET_MARGIN, kl_coef: float = D.KL_COEF):
+        self.ds, self.name = ds, ds.name
         self.num_classes = ds.num_classes
         self.train_classes = tuple(int(c) for c in train_classes)
         if not self.train_classes:
@@ -38,7 +41,7 @@ class UnlearningRequests:
 
     def check(self, k: int) -> int:
         if not 0 <= int(k) < self.num_classes:
-            raise UserError(f"forget class {k} is outside the label set of '{self.ds.name}' "
+            raise UserError(f"forget class {k} is outside the label set of '{self.name}' "
                             f"(0..{self.num_classes - 1})")
         return int(k)
 
@@ -72,6 +75,14 @@ class UnlearningRequests:
 
         return UnlearningSplits((k,), rows(p.fit, p.fit.y == k), rows(p.fit, p.fit.y != k),
                                 *halves(p.validation), *halves(p.test))
+
+    def for_rollouts(self) -> "UnlearningRequests":
+        """The training requests' tasks, built now and without their evaluation pools, and no
+        dataset: what an EnvRunner needs (episodes only ever sample training requests)."""
+        rollout = copy.copy(self)
+        rollout._tasks = {k: self.task(k).for_rollouts() for k in self.train_classes}
+        rollout.ds, rollout._pools = None, None
+        return rollout
 
     def sample(self, rng: np.random.Generator) -> int:
         """A training request, uniformly (the world passes its seeded np_random)."""

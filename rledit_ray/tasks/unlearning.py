@@ -8,15 +8,17 @@ logits on the reward samples (N forget + N retain images from the fit pool):
   logit) has moved from its original value towards `target_margin`, a value somewhat
   below zero, clipped to [0, 1] per sample and averaged.
 Accuracy alone is too sparse a reward (random edits almost never flip a prediction; see
-DESIGN.md section 7); the dense terms above are only the reward. What we report are
+docs/design.md, "Measured findings"); the dense terms above are only the reward. What we report are
 accuracies, on each pool: fit (the paper's forget/retain sets), validation, test.
 """
 from __future__ import annotations
 
+import copy
 from typing import Callable
 
 import torch
 
+from rledit_ray import defaults as D
 from rledit_ray.data import LabeledSet, UnlearningSplits
 
 Predict = Callable[[str, LabeledSet], torch.Tensor]
@@ -37,10 +39,10 @@ class UnlearningTask:
     def __init__(
         self,
         splits: UnlearningSplits,
-        samples_per_set: int = 256,
+        samples_per_set: int = D.SAMPLES_PER_SET,
         seed: int = 0,
-        target_margin: float = -2.0,
-        kl_coef: float = 0.0,
+        target_margin: float = D.TARGET_MARGIN,
+        kl_coef: float = D.KL_COEF,
     ):
         self.splits = splits
         self.target_margin = target_margin
@@ -53,6 +55,12 @@ class UnlearningTask:
         self.reward_x = torch.cat([forget.x, retain.x])
         self.reward_y = torch.cat([forget.y, retain.y])
         self._reference_margins_of: dict[int, tuple] = {}
+
+    def for_rollouts(self) -> "UnlearningTask":
+        """This task without its evaluation pools (what an EnvRunner needs)."""
+        rollout = copy.copy(self)
+        rollout.splits, rollout._reference_margins_of = None, {}
+        return rollout
 
     def to(self, device) -> "UnlearningTask":
         self.reward_x = self.reward_x.to(device)
