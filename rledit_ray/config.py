@@ -287,6 +287,28 @@ def with_overrides(data: dict, overrides: dict | None) -> dict:
     return data
 
 
+def absolute_paths(data: dict, base: Path) -> dict:
+    """`data` with its file paths (data_root, target.model's file, target.weights, target.hf)
+    made absolute against `base` where such a file exists there: Tune runs each trial in a
+    folder of its own. Names that are not files here (hub ids, importable modules) stay."""
+    data = copy.deepcopy(data)
+
+    def absolute(value: str) -> str:
+        candidate = (Path(base) / value).expanduser()
+        return str(candidate.resolve()) if candidate.exists() else value
+
+    if data.get("data_root"):
+        data["data_root"] = absolute(data["data_root"])
+    target = data.get("target") or {}
+    for key in ("weights", "hf"):
+        if target.get(key):
+            target[key] = absolute(target[key])
+    if target.get("model") and ":" in target["model"]:
+        where, name = target["model"].rsplit(":", 1)
+        target["model"] = f"{absolute(where)}:{name}"
+    return data
+
+
 def load_config(path: str | Path | None, overrides: dict | None = None) -> RunConfig:
     """YAML file (optional) with CLI overrides (dotted keys allowed) on top."""
     data = read_yaml_mapping(path) if path else {}

@@ -35,7 +35,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from rledit_ray.config import build_config, read_yaml_mapping, with_overrides
+from rledit_ray.config import absolute_paths, build_config, read_yaml_mapping, with_overrides
 from rledit_ray.errors import UserError
 from rledit_ray.report import save_figure, write_json
 from rledit_ray.targets import atomic_write_text
@@ -123,8 +123,7 @@ def load_spec(path: str | Path) -> tuple[SweepSpec, dict]:
         raise UserError(f"{path}: search_space is empty: name at least one field to sweep")
     base = read_yaml_mapping(path.parent / spec.base_config, "base config") if spec.base_config else {}
     base = with_overrides(base, _flatten(spec.base))
-    if base.get("data_root"):  # Tune runs trials in their own folders: paths must be absolute
-        base["data_root"] = str((path.parent / base["data_root"]).resolve())
+    base = absolute_paths(base, path.parent)  # Tune runs trials in their own folders
     build_config(base, where=f"{path}: base")
     for key, domain in spec.search_space.items():
         build_config(with_overrides(base, {key: domain.example()}), where=f"{path}: search_space")
