@@ -33,10 +33,18 @@ RANDOM_EPISODES = 20
 RESUME_STATE = "rledit_state.json"
 
 
-def prepare_run_dir(out: str | Path) -> Path:
+def check_run_dir(out: str | Path) -> Path:
+    """The run directory `out` may become, refused while nothing is written yet."""
     out = Path(out).resolve()
+    if out.exists() and not out.is_dir():
+        raise UserError(f"--out '{out}' is a file: choose a folder for the run")
     if (out / "metrics.json").exists():
         raise UserError(f"'{out}' already holds a finished run: choose another --out")
+    return out
+
+
+def prepare_run_dir(out: str | Path) -> Path:
+    out = check_run_dir(out)
     out.mkdir(parents=True, exist_ok=True)
     return out
 
@@ -86,11 +94,12 @@ def train(cfg: RunConfig, out: str | Path, progress=print, address: str | None =
     from rledit_ray.agent import deterministic_action, module_from_algo
 
     started = time.perf_counter()
+    check_run_dir(out)
+    # Data, target, layers and classes are checked (by building the world) before anything is written.
+    world = build_world(cfg, parts)
     run_dir = prepare_run_dir(out)
     config_dict = cfg.model_dump(mode="json")
     write_config(run_dir / "config.yaml", config_dict)
-
-    world = build_world(cfg, parts)
     if world_out is not None:
         world_out.append(world)
     task = world.task

@@ -22,3 +22,63 @@ def ray_local():
                  object_store_memory=200 * 2**20, _node_ip_address="127.0.0.2")
     yield ray
     ray.shutdown()
+
+
+# A digits edit that trains in seconds: the settings end-to-end tests share.
+FAST_DIGITS = {
+    "dataset": "digits",
+    "forget_classes": [3],
+    "samples": {"per_set": 64},
+    "agent": {"train_batch_size": 200, "minibatch_size": 50, "num_epochs": 4},
+    "training": {"iterations": 3},
+}
+
+
+@pytest.fixture
+def fast_digits():
+    import copy
+
+    return copy.deepcopy(FAST_DIGITS)
+
+
+THIRD_PARTY_CNN = '''
+import torch.nn as nn
+
+
+class SmallCNN(nn.Module):
+    """Shaped like a third-party classifier: nested Sequential parts, a reshaping forward."""
+
+    def __init__(self, num_classes=10):
+        super().__init__()
+        self.features = nn.Sequential(nn.Conv2d(1, 8, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2))
+        self.classifier = nn.Sequential(nn.Linear(8 * 4 * 4, 32), nn.ReLU(), nn.Linear(32, num_classes))
+
+    def forward(self, x):
+        x = self.features(x)
+        x = x.view(x.size(0), -1)
+        return self.classifier(x)
+'''
+
+
+@pytest.fixture(scope="session")
+def third_party_digits(tmp_path_factory):
+    """A non-Sequential CNN in a file of its own, with weights trained on digits (safetensors)."""
+    import importlib.util
+
+    import torch
+    from safetensors.torch import save_file
+
+    from rledit_ray.data import load_dataset
+    from rledit_ray.targets.train import Recipe, train_classifier
+
+    root = tmp_path_factory.mktemp("third_party")
+    (root / "small_cnn.py").write_text(THIRD_PARTY_CNN)
+    spec = importlib.util.spec_from_file_location("small_cnn_for_weights", root / "small_cnn.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    torch.manual_seed(0)
+    model = module.SmallCNN()
+    ds = load_dataset("digits")
+    train_classifier(model, ds.x_train, ds.y_train, Recipe(epochs=15, batch_size=64))
+    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(root / "small_cnn.safetensors"))
+    return {"file": root / "small_cnn.py", "weights": root / "small_cnn.safetensors", "model": model.eval()}
