@@ -209,7 +209,8 @@ def cmd_compare(args) -> int:
     methods = (args.methods or default_methods(task)) + [f"rl_mask_{layer}" for layer in args.layer]
     run_compare(args.out, task=task, dataset=args.dataset, data_root=args.data_root, data_source=args.data_source,
                 forget_classes=args.forget_classes, methods=methods, seeds=args.seeds, first_seed=args.first_seed,
-                config_path=args.config, rl_iterations=args.rl_iterations, rl_runs=rl_runs)
+                config_path=args.config, rl_iterations=args.rl_iterations, rl_runs=rl_runs,
+                overrides={k: v for k, v in _overrides(args).items() if k.startswith("target.") or k == "data_columns"})
     return 0
 
 

@@ -143,23 +143,19 @@ class Harness:
 
 
 def _harness(cfg) -> Harness:
+    from rledit_ray.build import build_parts
+
+    parts = build_parts(cfg)  # the path `rledit train` takes: same data, splits, target, task
+    target, task = parts.model, parts.task
     if cfg.task == "bias":
         from rledit_ray.targets import full_model_scores
-        from rledit_ray.build import build_world
 
-        world = build_world(cfg)  # the path `rledit train` takes: same data, splits, head, task
-        target, task = world.model, world.task
         # The unedited head's validation AUC is the task's reference for every later
         # selection (a baseline's epoch, as an RL run's checkpoint).
         task.metrics(full_model_scores(target), pools=("validation",))
         return Harness(target, task, lambda model, seed: evaluate_bias(model, task, seed=seed),
                        f"{cfg.dataset}, groups {', '.join(task.data.groups)}")
-    from rledit_ray.data import load_dataset, unlearning_splits
-    from rledit_ray.targets import load_target
-
-    ds = load_dataset(cfg.dataset, root=cfg.data_root, source=cfg.data_source)
-    target, _ = load_target(ds, seed=cfg.target_seed)
-    splits = unlearning_splits(ds, cfg.forget_classes)
+    splits = task.splits
     return Harness(target, splits, lambda model, seed: evaluate_unlearning(model, splits, seed=seed),
                    f"{cfg.dataset}, forget {list(cfg.forget_classes)}")
 
@@ -168,7 +164,8 @@ def run_compare(out: str | Path, task: str = "unlearning", dataset: str | None =
                 data_root: str | None = None, data_source: str | None = None,
                 forget_classes: list[int] | None = None, methods: list[str] | None = None,
                 seeds: int = 3, first_seed: int = 0, config_path: str | None = None, rl_iterations: int | None = None,
-                rl_runs: dict[tuple[str, int], str] | None = None, progress=print) -> Path:
+                rl_runs: dict[tuple[str, int], str] | None = None, progress=print,
+                overrides: dict | None = None) -> Path:
     """Run every method for seeds first_seed..first_seed+seeds-1; returns the output folder.
     Several processes may share one folder with disjoint seeds (rows are per-seed files)."""
     spec = spec_of(task)
@@ -183,7 +180,7 @@ def run_compare(out: str | Path, task: str = "unlearning", dataset: str | None =
     base = read_yaml_mapping(config_path) if config_path else {}
     flags = {"task": task, "dataset": dataset, "data_root": data_root, "data_source": data_source,
              "forget_classes": forget_classes}
-    base = with_overrides(base, {k: v for k, v in flags.items() if v})
+    base = with_overrides(base, {**{k: v for k, v in flags.items() if v}, **(overrides or {})})
     cfg = build_config(base)
     harness = _harness(cfg)
     for m in methods:  # refuse bad layer names before hours of work, not after
