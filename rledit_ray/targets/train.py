@@ -20,6 +20,7 @@ from torch import nn
 from rledit_ray.data import ImageDataset, pools
 from rledit_ray.paths import cache_dir
 from rledit_ray.targets.architectures import ARCHITECTURES
+from rledit_ray.targets.split import call_model
 
 log = logging.getLogger(__name__)
 RECIPE_VERSION = 1
@@ -53,7 +54,7 @@ def full_model_predict(model: nn.Module, batch: int = 4096):
 
     def predict(name, labeled):
         with torch.inference_mode():
-            return torch.cat([model(labeled.x[i : i + batch].to(device)).argmax(1).cpu()
+            return torch.cat([call_model(model, labeled.x[i : i + batch].to(device)).argmax(1).cpu()
                               for i in range(0, len(labeled), batch)]) if len(labeled) else torch.empty(0, dtype=torch.long)
     return predict
 
@@ -66,7 +67,7 @@ def full_model_scores(model: nn.Module, batch: int = 4096):
         if not len(labeled):
             return torch.empty(0)
         with torch.inference_mode():
-            return torch.cat([model(labeled.x[i : i + batch].to(device)).softmax(1)[:, 1].cpu()
+            return torch.cat([call_model(model, labeled.x[i : i + batch].to(device)).softmax(1)[:, 1].cpu()
                               for i in range(0, len(labeled), batch)])
     return scores
 
