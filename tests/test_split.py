@@ -9,10 +9,8 @@ import pytest
 import torch
 from torch import nn
 
-from rledit_ray.data import load_dataset, unlearning_splits
 from rledit_ray.targets import digits_cnn
 from rledit_ray.targets.split import PACKED_INPUTS, FullSplit, call_model, split_model
-from rledit_ray.tasks import UnlearningTask
 from rledit_ray.worlds import MaskWorld, WorldSettings, WorldBatch
 from rledit_ray.worlds import base as world_base
 
@@ -83,19 +81,6 @@ class CNN(nn.Module):
         x = self.conv_layers(x)
         x = x.view(x.size(0), -1)
         return self.fc_layers(x)
-
-
-class TinyCNN(nn.Module):
-    """The same shape of forward for scikit-learn's 8x8 digits."""
-
-    def __init__(self):
-        super().__init__()
-        self.conv_layers = nn.Sequential(nn.Conv2d(1, 8, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2))
-        self.fc_layers = nn.Sequential(nn.Linear(128, 32), nn.ReLU(), nn.Linear(32, 10))
-
-    def forward(self, x):
-        x = self.conv_layers(x)
-        return self.fc_layers(x.view(x.size(0), -1))
 
 
 class Tied(nn.Module):
@@ -302,13 +287,8 @@ def test_records_serve_every_copy_and_leave_the_model_an_ordinary_module():
 
 
 # ---------------------------------------------------------------------- in a world
-@pytest.fixture(scope="module")
-def digits_task():
-    return UnlearningTask(unlearning_splits(load_dataset("digits"), [3]), samples_per_set=64, seed=0)
-
-
-def test_a_world_on_a_non_sequential_model_steps_like_full_evaluation(digits_task, monkeypatch):
-    model = frozen(TinyCNN())
+def test_a_world_on_a_non_sequential_model_steps_like_full_evaluation(digits_task, tiny_cnn, monkeypatch):
+    model = tiny_cnn
     edit = ["fc_layers.2.weight", "fc_layers.2.bias"]
     settings = WorldSettings(episode_length=4)
     split_world = MaskWorld(copy.deepcopy(model), edit, digits_task, settings)
@@ -327,8 +307,8 @@ def test_a_world_on_a_non_sequential_model_steps_like_full_evaluation(digits_tas
     assert split_world.task_metrics(pools=("validation",)) == full_world.task_metrics(pools=("validation",))
 
 
-def test_a_batch_of_non_sequential_worlds_shares_one_cache_and_steps_world_by_world(digits_task):
-    model, shared = frozen(TinyCNN()), {}
+def test_a_batch_of_non_sequential_worlds_shares_one_cache_and_steps_world_by_world(digits_task, tiny_cnn):
+    model, shared = tiny_cnn, {}
     batch = WorldBatch(lambda: MaskWorld(copy.deepcopy(model), ["fc_layers.2"], digits_task,
                                          WorldSettings(episode_length=2), prefix_cache=shared), 2)
     assert batch.batched_layer is None and list(shared) == ["reward"]

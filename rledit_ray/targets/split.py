@@ -30,8 +30,10 @@ perturbed, which catches weights an edit reaches without calling the module (tie
 `F.linear(x, self.fc.weight)` in glue code): such a model falls back to the next mechanism.
 
 What to expect: a suffix costs what the network costs from the first edited layer on, plus a
-few microseconds per stubbed module; on a CNN edited in its classifier that is ~100x cheaper
-than the full pass.
+few microseconds per stubbed module. Measured on one CPU thread, a MaskWorld with 512 reward
+images of 28x28 on a third-party MNIST CNN (conv32-64-128, fc 1152-256-10) edited in its last
+layer: ~1,200 steps/s with "memo" against ~2.4 in full; the project's Sequential `mnist_cnn`
+edited in fc2: ~1,500 steps/s.
 """
 from __future__ import annotations
 
