@@ -158,9 +158,6 @@ class MemoSplit(Split):
                    for inputs, records in cache.chunks]
         return out[0] if len(out) == 1 else torch.cat(out)
 
-    def rows(self, cache: MemoCache) -> int:
-        return len(cache)
-
     def record(self, x: torch.Tensor) -> tuple[dict, torch.Tensor, bool]:
         """Run the model once: (records, logits, whether an edited module was called)."""
         records, calls, state = {}, {}, {"depth": 0, "edit_started": False}
@@ -221,8 +218,8 @@ class MemoSplit(Split):
 # ---------------------------------------------------------------------- choosing one
 def split_model(model: nn.Module, edited_modules: list[str], example_x: torch.Tensor,
                 memo_budget: int = MEMO_BUDGET) -> Split:
-    """The cheapest split of `model` that is exact for edits of `edited_modules` (names of
-    submodules, the first one called first), checked on `example_x` (a few rows)."""
+    """The cheapest split of `model` that stays exact while the weights of `edited_modules`
+    (submodule names, in model order) change, checked on `example_x` (a few input rows)."""
     example_x = example_x.to(_device(model))
     edited = list(edited_modules)
     if isinstance(model, nn.Sequential) and not getattr(model, PACKED_INPUTS, None):
