@@ -182,7 +182,7 @@ def measure_world(cfg: RunConfig, envs: list[int], opts: BenchOptions) -> dict:
                    "over_limit": {k: _paired_ratio(v, rates["limit"]) for k, v in rates.items()},
                    "over_world": {k: _paired_ratio(v, rates["world"]) for k, v in rates.items()}}
            for clock, rates in by_clock.items()}
-    return {**out, "reward_rows": int(len(world.reward_h)), "action_dims": int(world.action_space.shape[0]),
+    return {**out, "reward_rows": world.split.rows(world.reward_h), "action_dims": int(world.action_space.shape[0]),
             "obs_dims": int(world.observation_space.shape[0]), "edited": [l.module_name for l in world.layers],
             "device": str(world.device)}
 

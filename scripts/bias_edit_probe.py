@@ -121,7 +121,8 @@ def main() -> None:
 
 def _suffix_call(world, params, h):
     """Run the world's suffix (children after the frozen prefix) with edited parameters."""
-    out, in_suffix = h, {id(m) for m in world.suffix.children()} if hasattr(world.suffix, "children") else set()
+    suffix = world.split.sequential_suffix
+    out, in_suffix = h, {id(m) for m in suffix.children()} if suffix is not None else set()
     for name, module in world.model.named_children():
         if id(module) not in in_suffix:
             continue

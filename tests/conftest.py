@@ -3,6 +3,8 @@ import os
 import tempfile
 
 import pytest
+import torch
+from torch import nn
 
 _SESSION_HOME = tempfile.mkdtemp(prefix="rledit-tests-")
 # Set before anything imports Ray or rledit_ray, so worker processes inherit them.
@@ -82,3 +84,33 @@ def third_party_digits(tmp_path_factory):
     train_classifier(model, ds.x_train, ds.y_train, Recipe(epochs=15, batch_size=64))
     save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(root / "small_cnn.safetensors"))
     return {"file": root / "small_cnn.py", "weights": root / "small_cnn.safetensors", "model": model.eval()}
+
+
+@pytest.fixture(scope="session")
+def digits_task():
+    """Forget class 3 of scikit-learn's digits, 64 reward samples per set."""
+    from rledit_ray.data import load_dataset, unlearning_splits
+    from rledit_ray.tasks import UnlearningTask
+
+    return UnlearningTask(unlearning_splits(load_dataset("digits"), [3]), samples_per_set=64, seed=0)
+
+
+class TinyCNN(nn.Module):
+    """A target that is not an nn.Sequential, for 8x8 digits: nested Sequentials and a reshape
+    in forward, the way third-party CNNs are often written."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv_layers = nn.Sequential(nn.Conv2d(1, 8, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2))
+        self.fc_layers = nn.Sequential(nn.Linear(128, 32), nn.ReLU(), nn.Linear(32, 10))
+
+    def forward(self, x):
+        x = self.conv_layers(x)
+        return self.fc_layers(x.view(x.size(0), -1))
+
+
+@pytest.fixture
+def tiny_cnn():
+    """A fresh TinyCNN, seeded (random weights are enough to compare evaluation paths)."""
+    torch.manual_seed(0)
+    return TinyCNN().eval().requires_grad_(False)

@@ -3,13 +3,15 @@
 Runs only where CUDA is visible (e.g. `pytest tests/test_gpu.py` on a GPU node); CI has no
 GPU and skips it. No Ray here: the worlds are the part that runs on an EnvRunner's device.
 """
+import copy
+
 import numpy as np
 import pytest
 import torch
 
 from rledit_ray.config import build_config
 from rledit_ray.build import build_world
-from rledit_ray.worlds import WorldBatch
+from rledit_ray.worlds import MaskWorld, WorldBatch, WorldSettings
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 
@@ -60,3 +62,19 @@ def test_cuda_batch_stacks_the_forward_pass_like_separate_cpu_worlds():
         steps = [w.step(a) for w, a in zip(alone, actions)]
         np.testing.assert_allclose(obs, np.stack([s[0] for s in steps]), **TOL)
         np.testing.assert_allclose(rewards, [s[1] for s in steps], atol=1e-4)
+
+
+def test_cuda_world_on_a_non_sequential_target_replays_recorded_outputs_like_the_cpu(digits_task, tiny_cnn):
+    # Each world its own task: a world moves its task's tensors to its device.
+    worlds = {device: MaskWorld(copy.deepcopy(tiny_cnn), ["fc_layers.2"], copy.deepcopy(digits_task),
+                                WorldSettings(episode_length=3, device=device)) for device in ("cpu", "cuda")}
+    assert worlds["cuda"].split.kind == worlds["cpu"].split.kind == "memo"
+    (_, records), = worlds["cuda"].reward_h.chunks
+    assert all(v.is_cuda for v in records.values())
+    rng = np.random.default_rng(2)
+    np.testing.assert_allclose(worlds["cuda"].reset(seed=0)[0], worlds["cpu"].reset(seed=0)[0], **TOL)
+    for _ in range(3):
+        action = rng.uniform(-1, 1, worlds["cpu"].action_space.shape).astype(np.float32)
+        (o_gpu, r_gpu, *_), (o_cpu, r_cpu, *_) = worlds["cuda"].step(action), worlds["cpu"].step(action)
+        np.testing.assert_allclose(o_gpu, o_cpu, **TOL)
+        assert r_gpu == pytest.approx(r_cpu, abs=1e-4)

@@ -139,7 +139,7 @@ def test_cached_suffix_equals_full_forward_pass(edit, digits):
     for name, labeled in sets.items():
         assert torch.equal(env.predict(name, labeled).cpu(), full(name, labeled))
     with torch.no_grad():
-        cached = env.suffix(env.reward_h)
+        cached = env.split.suffix(env.reward_h)
         direct = env.model(env.task.reward_x)
     assert torch.allclose(cached, direct, atol=1e-5)
 
@@ -153,7 +153,7 @@ def test_big_layer_is_observed_through_a_fixed_size_sketch(digits):
 
 
 def test_any_module_can_be_a_target(digits):
-    class TwoPath(nn.Module):  # not a Sequential: evaluated in full every step
+    class TwoPath(nn.Module):  # not a Sequential: split by recording (targets/split.py)
         def __init__(self):
             super().__init__()
             self.body = nn.Sequential(OrderedDict(flat=nn.Flatten(), hidden=nn.Linear(64, 32)))

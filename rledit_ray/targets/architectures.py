@@ -2,7 +2,8 @@
 
 They are `nn.Sequential` with named stages on purpose: a world can then split the network
 at the first edited layer, cache the frozen prefix's activations once and run only the
-suffix per step. Any other `nn.Module` still works as a target (evaluated in full).
+suffix per step. Any other `nn.Module` works as a target too, split less directly
+(targets/split.py).
 """
 from collections import OrderedDict
 

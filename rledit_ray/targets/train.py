@@ -23,6 +23,7 @@ from rledit_ray.data import ImageDataset, pools
 from rledit_ray.errors import UserError
 from rledit_ray.paths import cache_dir
 from rledit_ray.targets.architectures import builtin_cnn
+from rledit_ray.targets.split import call_model
 
 log = logging.getLogger(__name__)
 RECIPE_VERSION = 2
@@ -57,7 +58,7 @@ def full_model_predict(model: nn.Module, batch: int = 4096):
 
     def predict(name, labeled):
         with torch.inference_mode():
-            return torch.cat([model(labeled.x[i : i + batch].to(device)).argmax(1).cpu()
+            return torch.cat([call_model(model, labeled.x[i : i + batch].to(device)).argmax(1).cpu()
                               for i in range(0, len(labeled), batch)]) if len(labeled) else torch.empty(0, dtype=torch.long)
     return predict
 
@@ -70,7 +71,7 @@ def full_model_scores(model: nn.Module, batch: int = 4096):
         if not len(labeled):
             return torch.empty(0)
         with torch.inference_mode():
-            return torch.cat([model(labeled.x[i : i + batch].to(device)).softmax(1)[:, 1].cpu()
+            return torch.cat([call_model(model, labeled.x[i : i + batch].to(device)).softmax(1)[:, 1].cpu()
                               for i in range(0, len(labeled), batch)])
     return scores
 

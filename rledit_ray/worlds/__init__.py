@@ -7,7 +7,7 @@ import gymnasium as gym
 
 from rledit_ray.worlds.base import EditWorld, WorldSettings, resolve_device
 from rledit_ray.worlds.batched import WorldBatch
-from rledit_ray.worlds.layers import EditLayer, resolve_edit_layers, split_point
+from rledit_ray.worlds.layers import EditLayer, resolve_edit_layers
 from rledit_ray.worlds.mask import MaskWorld
 from rledit_ray.worlds.shift import ShiftWorld
 
@@ -19,5 +19,5 @@ for _world_id, _entry in ((WORLD_IDS["mask"], "make_mask_world"), (WORLD_IDS["sh
 
 __all__ = [
     "EditWorld", "WorldSettings", "WorldBatch", "resolve_device",
-    "EditLayer", "resolve_edit_layers", "split_point", "MaskWorld", "ShiftWorld", "WORLD_IDS",
+    "EditLayer", "resolve_edit_layers", "MaskWorld", "ShiftWorld", "WORLD_IDS",
 ]

@@ -5,8 +5,8 @@ An episode edits a private copy of the target for `episode_length` steps. Each s
    [-1, 1] and V in [0, 1] (V >= 0 breaks the U/V sign symmetry, a saddle where the policy
    gradient vanishes; DESIGN.md section 7);
 2. let the subclass update its state from D and write the edited matrix in place;
-3. run only the network suffix after the first edited layer on the cached activations of
-   the reward samples (the frozen prefix ran once), and score the logits with the task.
+3. run only the part of the network an edit can change on what the frozen rest computed
+   once for the reward samples (targets/split.py), and score the logits with the task.
 
 Observation ("weights"): the current edited weights divided by their original scale (exact
 while they fit `obs_budget` values, else a fixed random sketch), the reward terms, and t / T.
@@ -30,8 +30,9 @@ import torch
 from torch import nn
 
 from rledit_ray.errors import UserError
+from rledit_ray.targets.split import split_model
 from rledit_ray.worlds import rowwise
-from rledit_ray.worlds.layers import EditLayer, resolve_edit_layers, split_point
+from rledit_ray.worlds.layers import EditLayer, resolve_edit_layers
 
 log = logging.getLogger(__name__)
 REWARD_MODES = ("improvement", "level")
@@ -148,9 +149,9 @@ class EditWorld(gym.Env):
         self.scales = [float(w.std().clamp_min(1e-8)) if w.numel() > 1 else float(w.abs().clamp_min(1e-8))
                        for w in self.original]
 
-        k = split_point(self.model, self.layers)
-        self.prefix = self.model[:k] if k else nn.Identity()
-        self.suffix = self.model[k:] if k is not None else self.model
+        first_task = self.requests.task(self.requests.train_classes[0]) if self.requests is not None else task
+        self.split = split_model(self.model, [layer.module_name for layer in self.layers],
+                                 first_task.reward_x[:2])
         # Sub-envs of one runner pass the same dict: the prefix runs once per process.
         self._prefix_cache = prefix_cache if prefix_cache is not None else {}
         self.request = None
@@ -170,7 +171,7 @@ class EditWorld(gym.Env):
         self._sketches = self._make_sketches()
         n_globals = len(self.observed_terms) + 1
         if self.settings.observation == "rowwise":
-            rowwise.check_rowwise_edit(self.layers, self.suffix, self.reference_logits)
+            rowwise.check_rowwise_edit(self.layers, self.split.sequential_suffix, self.reference_logits)
             self.obs_layout = rowwise.obs_layout(self.layers[0].rows, self.layers[0].cols, n_globals)
             n_obs = rowwise.obs_size(self.obs_layout)
         else:
@@ -230,8 +231,7 @@ class EditWorld(gym.Env):
 
     def reward_logits(self) -> torch.Tensor:
         """The edited network's logits on the reward samples (suffix only)."""
-        with torch.inference_mode():
-            return self.suffix(self.reward_h)
+        return self.split.suffix(self.reward_h)
 
     def finish_step(self, logits: torch.Tensor):
         """Score the edited logits: the rest of gymnasium's step() tuple."""
@@ -279,8 +279,7 @@ class EditWorld(gym.Env):
         # The original network's logits and terms for this task: computed once, not at every
         # switch back to the request (a generalist switches at most resets).
         if key not in self._references:
-            with torch.inference_mode():
-                reference = self.suffix(self.reward_h)
+            reference = self.split.suffix(self.reward_h)
             self._references[key] = (reference, task.reward_terms(reference, reference))
         self.reference_logits, self.initial_terms = self._references[key]
         self._column_features = None  # request data, computed once per request when observed
@@ -366,23 +365,18 @@ class EditWorld(gym.Env):
             ])
             return obs.float().cpu().numpy()
 
-    def _prefix_activations(self, key: str, x: torch.Tensor) -> torch.Tensor:
+    def _prefix_activations(self, key: str, x: torch.Tensor):
+        """What the split caches for input set `key` (a tensor for a Sequential target): computed
+        by the first world of the process that asks, then shared."""
         if key not in self._prefix_cache:
-            with torch.inference_mode():
-                self._prefix_cache[key] = torch.cat(
-                    [self.prefix(x[i : i + 4096].to(self.device)) for i in range(0, len(x), 4096)]
-                ) if len(x) else self.prefix(x.to(self.device))
+            self._prefix_cache[key] = self.split.prefix(x)
         return self._prefix_cache[key]
 
     # ------------------------------------------------------------------ evaluation
     def logits(self, name: str, labeled) -> torch.Tensor:
         """Logits of the current edited network on a named evaluation set, reusing cached
         prefix activations (identical to a full forward pass)."""
-        h = self._prefix_activations(f"eval:{self._key}{name}", labeled.x)
-        with torch.inference_mode():
-            if not len(h):
-                return self.suffix(h)
-            return torch.cat([self.suffix(h[i : i + 4096]) for i in range(0, len(h), 4096)])
+        return self.split.suffix(self._prefix_activations(f"eval:{self._key}{name}", labeled.x))
 
     def predict(self, name: str, labeled) -> torch.Tensor:
         """Predicted labels of the current edited network on a named evaluation set."""

@@ -95,7 +95,7 @@ class WorldBatch(gym.vector.VectorEnv):
             out = layers[0].weight.shape[0]
             # (batch, n, out) -> (n, batch, out): each world's rows contiguous for the tail.
             z = z.view(len(h), len(which), out).transpose(0, 1).reshape(len(which) * len(h), out)
-            tail = first.suffix[1:](z).view(len(which), len(h), -1)
+            tail = first.split.sequential_suffix[1:](z).view(len(which), len(h), -1)
         return dict(zip(which, tail))
 
     def close_extras(self, **kwargs):
@@ -106,10 +106,11 @@ class WorldBatch(gym.vector.VectorEnv):
 def _stackable_linear(world: EditWorld) -> str | None:
     """The module name of the one edited Linear layer when it opens the suffix (so the
     suffix is `layer` then an unedited tail), else None."""
-    if len(world.layers) != 1 or not isinstance(world.suffix, nn.Sequential) or not len(world.suffix):
+    suffix = world.split.sequential_suffix
+    if len(world.layers) != 1 or not isinstance(suffix, nn.Sequential) or not len(suffix):
         return None
     name = world.layers[0].module_name
-    first_name, first = next(iter(world.suffix.named_children()))
+    first_name, first = next(iter(suffix.named_children()))
     if name != first_name or not isinstance(first, nn.Linear):
         return None
     return name

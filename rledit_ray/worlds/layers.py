@@ -1,4 +1,4 @@
-"""Which tensors a world edits, seen as matrices, and where the network can be split.
+"""Which tensors a world edits, seen as matrices.
 
 A layer's editable matrix is its weight viewed as (out, fan_in) (a conv kernel becomes
 (out, in*kh*kw)) with the bias appended as one more column when it is edited too. Every
@@ -84,12 +84,3 @@ def resolve_edit_layers(model: nn.Module, names: list[str]) -> list[EditLayer]:
         layers.append(EditLayer(module_name, weight, bias, rows, cols))
     return layers
 
-
-def split_point(model: nn.Module, layers: list[EditLayer]) -> int | None:
-    """Index of the first top-level stage that holds an edited layer, when the model is an
-    nn.Sequential (prefix = model[:k] is frozen and can be cached); None otherwise."""
-    if not isinstance(model, nn.Sequential):
-        return None
-    stage_names = [name for name, _ in model.named_children()]
-    firsts = [layer.module_name.split(".")[0] for layer in layers]
-    return min(stage_names.index(f) for f in firsts)
