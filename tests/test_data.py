@@ -1,5 +1,3 @@
-import gzip
-
 import numpy as np
 import pytest
 import torch
@@ -9,26 +7,22 @@ from rledit_ray.data.images import load_mnist
 from rledit_ray.errors import UserError
 
 
-def _write_idx(path, array: np.ndarray, gz=False):
-    header = bytes([0, 0, 0x08, array.ndim]) + b"".join(int(d).to_bytes(4, "big") for d in array.shape)
-    data = header + array.astype(np.uint8).tobytes()
-    (gzip.open if gz else open)(path, "wb").write(data)
-
-
-def test_idx_folder_loader_reads_standard_files(tmp_path):
+def test_idx_folder_loader_reads_standard_files(tmp_path, write_idx):
     rng = np.random.default_rng(0)
     train_x, test_x = rng.integers(0, 256, (20, 28, 28)), rng.integers(0, 256, (6, 28, 28))
     train_y, test_y = np.arange(20) % 10, np.arange(6) % 10
-    _write_idx(tmp_path / "train-images-idx3-ubyte.gz", train_x, gz=True)
-    _write_idx(tmp_path / "train-labels-idx1-ubyte.gz", train_y, gz=True)
-    _write_idx(tmp_path / "t10k-images-idx3-ubyte", test_x)
-    _write_idx(tmp_path / "t10k-labels-idx1-ubyte", test_y)
-    ds = load_mnist(root=str(tmp_path))
-    assert ds.x_train.shape == (20, 1, 28, 28) and ds.x_test.shape == (6, 1, 28, 28)
-    assert ds.y_train.tolist() == train_y.tolist()
-    # normalisation is invertible back to the raw bytes
-    raw = (ds.x_test * 0.3081 + 0.1307) * 255
-    assert torch.allclose(raw.squeeze(1), torch.tensor(test_x, dtype=torch.float32), atol=1e-3)
+    write_idx(tmp_path / "train-images-idx3-ubyte.gz", train_x, gz=True)
+    write_idx(tmp_path / "train-labels-idx1-ubyte.gz", train_y, gz=True)
+    write_idx(tmp_path / "t10k-images-idx3-ubyte", test_x)
+    write_idx(tmp_path / "t10k-labels-idx1-ubyte", test_y)
+    raw = load_mnist(root=str(tmp_path))  # raw pixels in [0, 1]
+    assert raw.x_train.shape == (20, 1, 28, 28) and raw.x_test.shape == (6, 1, 28, 28)
+    assert raw.y_train.tolist() == train_y.tolist()
+    assert torch.equal((raw.x_test.squeeze(1) * 255).round(), torch.tensor(test_x, dtype=torch.float32))
+    # load_dataset normalises, invertibly back to the raw bytes
+    ds = load_dataset("mnist", root=str(tmp_path))
+    back = (ds.x_test * 0.3081 + 0.1307) * 255
+    assert torch.allclose(back.squeeze(1), torch.tensor(test_x, dtype=torch.float32), atol=1e-3)
 
 
 def test_idx_loader_names_missing_file(tmp_path):

@@ -14,6 +14,10 @@ Sources:
 - Jigsaw Unintended Bias (Kaggle schema), from a local CSV: `comment_text`, `target`
   (fraction of raters calling it toxic) and identity columns (fraction of raters who saw
   the identity mentioned); both are thresholded at 0.5, as in the competition.
+- Any other table (`load_text_table`): a CSV, a parquet file or a Hugging Face dataset
+  (save_to_disk folder, data files, or a hub name with source "hf"), with a column mapping
+  that names the text, the label and the identity groups. Such tables carry no
+  counterfactual pairs.
 """
 from __future__ import annotations
 
@@ -23,7 +27,7 @@ from pathlib import Path
 
 import numpy as np
 
-from rledit_ray.errors import UserError
+from rledit_ray.errors import UserError, user_file_errors
 
 # group -> (folder, annotated file, contrast group's counterfactual file)
 REDDITBIAS_FILES = {
@@ -130,12 +134,175 @@ def load_jigsaw(path: str | Path | None, identities: tuple[str, ...] = JIGSAW_ID
                        tuple(identities), membership)
 
 
-def load_text_dataset(name: str, root: str | None = None) -> TextDataset:
+def load_text_dataset(name: str, root: str | None = None, columns: dict | None = None) -> TextDataset:
+    """A built-in text dataset, or the user's table at `root` read through `columns`."""
     if name == "redditbias":
         return load_redditbias(root)
     if name == "jigsaw":
         return load_jigsaw(root)
-    raise UserError(f"unknown text dataset '{name}': choose redditbias or jigsaw")
+    if root and columns:
+        return load_text_table(root, columns, name=name)
+    raise UserError(f"unknown text dataset '{name}': choose redditbias or jigsaw, or give a table "
+                    f"(data root) with its column mapping (text, label, groups)")
+
+
+# ----------------------------------------------------------------------------- user tables
+TEXT_SOURCES = ("auto", "csv", "parquet", "hf")
+TEXT_ROLES = ("text", "label", "groups", "group")
+MEMBER_THRESHOLD = 0.5  # a fraction of raters, as Jigsaw's; booleans and 0/1 read the same
+
+
+def load_text_table(path_or_name: str | Path, columns: dict, source: str = "auto",
+                    name: str | None = None) -> TextDataset:
+    """A table of texts, labels and identity groups; `columns` maps each role to a column.
+
+    columns = {"text": ..., "label": ..., "groups": [one boolean/fraction column per group]}
+    or {"text": ..., "label": ..., "group": one column naming each row's group}. Labels are
+    0/1, booleans or fractions (>= 0.5 is harmful); rows without text or label are dropped.
+    """
+    text, label, groups, group = _text_roles(columns)
+    wanted = list(dict.fromkeys([text, label, *(groups or [group])]))
+    table, where, described = _read_table(str(path_or_name), source, wanted)
+    table = table[table[text].notna() & table[label].notna()]
+    if table.empty:
+        raise UserError(f"{where} has no row with both a text ('{text}') and a label ('{label}')")
+    labels = _binary_labels(table[label], f"label column '{label}' of {where}")
+    if len(np.unique(labels)) < 2:
+        raise UserError(f"label column '{label}' of {where} holds only class {labels[0]}: "
+                        f"the bias task needs harmful and harmless rows")
+    names, membership = (_membership_columns(table, groups, where) if groups
+                         else _one_hot_group(table[group], f"group column '{group}' of {where}"))
+    empty = [g for g, n in zip(names, membership.sum(0)) if n == 0]
+    if empty:
+        raise UserError(f"group '{empty[0]}' of {where} has no member (>= {MEMBER_THRESHOLD}): "
+                        f"check the column or leave it out")
+    name = name or Path(str(path_or_name)).stem
+    return TextDataset(name, described, [str(t) for t in table[text]], labels, names, membership)
+
+
+def _text_roles(columns) -> tuple[str, str, list[str] | None, str | None]:
+    if not isinstance(columns, dict):
+        raise UserError(f"the column mapping must be a dict of roles to column names, got {columns!r}")
+    unknown = sorted(set(columns) - set(TEXT_ROLES))
+    if unknown:
+        raise UserError(f"unknown column role '{unknown[0]}': use {', '.join(TEXT_ROLES)} "
+                        f"(tables carry no counterfactual pairs)")
+    missing = [role for role in ("text", "label") if not columns.get(role)]
+    if missing:
+        raise UserError(f"the column mapping lacks '{missing[0]}': name the column that holds it")
+    groups, group = columns.get("groups"), columns.get("group")
+    if isinstance(groups, str):
+        groups = [groups]
+    if groups and group:
+        raise UserError("give either 'groups' (one column per group) or 'group' (one column naming "
+                        "the group), not both")
+    if not groups and not group:
+        raise UserError("the column mapping names no group columns: add 'groups' (one boolean or "
+                        "fraction column per group) or 'group'")
+    return str(columns["text"]), str(columns["label"]), groups and [str(g) for g in groups], group and str(group)
+
+
+def _read_table(path_or_name: str, source: str, wanted: list[str]):
+    """(the table with the wanted columns, how to name it in errors, its source description)."""
+    import pandas as pd
+
+    if source not in TEXT_SOURCES:
+        raise UserError(f"unknown table source '{source}': choose one of {', '.join(TEXT_SOURCES)}")
+    path = Path(path_or_name).expanduser()
+    where = f"'{path_or_name}'"
+    named_hf = source == "hf"  # only a source named "hf" may reach the hub: "auto" never downloads
+    if source == "auto":
+        source = _table_format(path)
+    if source == "hf":
+        from rledit_ray.data.hf import hf_rows  # imports `datasets` only when a table needs it
+
+        rows, described = hf_rows(str(path) if path.exists() else path_or_name, allow_hub=named_hf)
+        _require_columns(rows.column_names, wanted, where)
+        with user_file_errors(f"Hugging Face dataset {where}", also=(ValueError,)):
+            return rows.select_columns(wanted).to_pandas(), where, described
+    if not path.is_file():
+        raise UserError(f"table '{path}' does not exist")
+    if source == "parquet":
+        with user_file_errors(f"parquet file {where}", also=(OSError, ValueError)):
+            import pyarrow.parquet as pq
+
+            _require_columns(pq.read_schema(path).names, wanted, where)
+            return pd.read_parquet(path, columns=wanted), where, f"parquet file {path}"
+    return _read_text_csv(path, wanted, where), where, f"CSV {path}"
+
+
+def _table_format(path: Path) -> str:
+    if not path.exists():
+        raise UserError(f"table '{path}' does not exist (a Hugging Face hub name needs the source 'hf')")
+    if path.is_dir() or path.suffix.lower() in (".arrow", ".json", ".jsonl"):
+        return "hf"
+    if path.suffix.lower() in (".parquet", ".pq"):
+        return "parquet"
+    return "csv"
+
+
+def _read_text_csv(path: Path, wanted: list[str], where: str):
+    import pandas as pd
+
+    with path.open("rb") as f:
+        head = f.read(1 << 16)
+    if not head.strip():
+        raise UserError(f"CSV {where} is empty")
+    if b"\0" in head:  # latin-1 decodes any byte, so NULs are what tells binary from text
+        raise UserError(f"CSV {where} is binary, not text: give a UTF-8 or latin-1 CSV, a parquet "
+                        f"file or a Hugging Face dataset")
+
+    def read(encoding: str):
+        _require_columns(pd.read_csv(path, nrows=0, encoding=encoding).columns, wanted, where)
+        return pd.read_csv(path, usecols=wanted, encoding=encoding)
+
+    with user_file_errors(f"CSV {where}", also=(ValueError,)):
+        try:
+            return read("utf-8")
+        except UnicodeDecodeError:  # tables saved by spreadsheets are often latin-1
+            return read("latin-1")
+
+
+def _require_columns(present, wanted: list[str], where: str) -> None:
+    present = [str(c) for c in present]
+    missing = [c for c in wanted if c not in present]
+    if missing:
+        raise UserError(f"{where} has no column '{missing[0]}' (columns: {', '.join(present)})")
+
+
+def _fractions(values, where: str) -> np.ndarray:
+    """Booleans, 0/1 or fractions in [0, 1] as floats; an empty cell is NaN."""
+    import pandas as pd
+
+    # through object, so that nullable booleans and integers convert too
+    numbers = pd.to_numeric(values.astype(object), errors="coerce").astype(float)
+    bad = values[(numbers.isna() & values.notna()) | (numbers < 0) | (numbers > 1)]
+    if len(bad):
+        raise UserError(f"{where} holds {bad.tolist()[0]!r}: expected 0/1, booleans or fractions in [0, 1]")
+    return numbers.to_numpy(float)
+
+
+def _binary_labels(values, where: str) -> np.ndarray:
+    return (_fractions(values, where) >= MEMBER_THRESHOLD).astype(np.int64)
+
+
+def _membership_columns(table, groups: list[str], where: str) -> tuple[tuple[str, ...], np.ndarray]:
+    # An empty cell is "not annotated", which Jigsaw counts as not a member (NaN >= 0.5 is False).
+    columns = [_fractions(table[g], f"group column '{g}' of {where}") >= MEMBER_THRESHOLD for g in groups]
+    return tuple(groups), np.stack(columns, axis=1)
+
+
+def _one_hot_group(values, where: str) -> tuple[tuple[str, ...], np.ndarray]:
+    """One column naming each row's group; an empty cell belongs to no group."""
+    named = values.notna().to_numpy()
+    names = tuple(sorted({str(v) for v in values[named]}))
+    if not names:
+        raise UserError(f"{where} is empty: name each row's identity group")
+    index = {g: k for k, g in enumerate(names)}
+    membership = np.zeros((len(values), len(names)), bool)
+    rows = np.flatnonzero(named)
+    membership[rows, [index[str(v)] for v in values[named]]] = True
+    return names, membership
 
 
 # ----------------------------------------------------------------------------- splits
