@@ -106,11 +106,12 @@ def _task_args(cfg: RunConfig) -> dict:
 
 def image_data(cfg: RunConfig):
     """The run's images, preprocessed as its target expects."""
-    raw = load_images(cfg.dataset, root=cfg.data_root, source=cfg.data_source, columns=cfg.data_columns or None)
+    size = tuple(cfg.target.image_size) if cfg.target.image_size else None
+    raw = load_images(cfg.dataset, root=cfg.data_root, source=cfg.data_source, columns=cfg.data_columns or None,
+                      size=size)
     mean, std = ((cfg.target.mean, cfg.target.std) if cfg.target.mean is not None
                  else default_normalisation(cfg.dataset))
-    size = tuple(cfg.target.image_size) if cfg.target.image_size else None
-    return preprocess_images(raw, mean, std, size=size)
+    return preprocess_images(raw, mean, std)
 
 
 def _unlearning_parts(cfg: RunConfig, model: nn.Module | None = None, ds=None) -> Parts:

@@ -1,5 +1,6 @@
 """Test-session environment: private caches and Ray settings that work offline."""
 import os
+import sys
 import tempfile
 
 import pytest
@@ -77,6 +78,7 @@ def third_party_digits(tmp_path_factory):
     (root / "small_cnn.py").write_text(THIRD_PARTY_CNN)
     spec = importlib.util.spec_from_file_location("small_cnn_for_weights", root / "small_cnn.py")
     module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # so that a test can pickle the whole module, as users do by mistake
     spec.loader.exec_module(module)
     torch.manual_seed(0)
     model = module.SmallCNN()

@@ -186,6 +186,7 @@ def test_gpu_request_on_cpu_builds_and_trains(ray_cluster, monkeypatch):
         train_batch_size=60,
         minibatch_size=30,
         num_epochs=1,
+        vectorize="sync",  # the toy env is one env, not a batch of worlds
     )
     config = build_ppo_config(
         "toy-edit-gpu", ToyEditEnv, {"factor_layout": LAYOUT}, settings
@@ -200,7 +201,7 @@ def test_gpu_request_on_cpu_builds_and_trains(ray_cluster, monkeypatch):
 
 
 def test_ppo_learns_and_checkpoint_round_trips(ray_cluster, tmp_path):
-    settings = AgentSettings(train_batch_size=300, minibatch_size=100, seed=0)
+    settings = AgentSettings(train_batch_size=300, minibatch_size=100, seed=0, vectorize="sync")
     config = build_ppo_config(
         "toy-edit", ToyEditEnv, {"factor_layout": LAYOUT}, settings
     )
