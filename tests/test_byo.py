@@ -29,7 +29,7 @@ def test_a_users_model_file_trains_with_remote_env_runners(tmp_path, fast_digits
     fast_digits["agent"]["num_env_runners"] = 1
     m = _train(tmp_path, fast_digits)
     assert m["target"]["source"] == "pytorch" and m["target"]["class"] == "SmallCNN"
-    assert m["before"]["forget_acc"] > 0.9 and m["env_steps"] >= 200
+    assert m["before"]["forget_acc"] > 0.8 and m["env_steps"] >= 200
     assert m["after"]["forget_acc"] < m["before"]["forget_acc"]
 
 
