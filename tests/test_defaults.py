@@ -50,3 +50,11 @@ def test_api_defaults_are_the_configs():
     assert signature["world"].default == cfg.world and signature["task"].default == cfg.task
     assert list(signature["forget_classes"].default) == cfg.forget_classes
     assert signature["seed"].default == cfg.seed
+
+
+def test_worlds_built_from_python_take_the_same_step_size(digits_task, tiny_cnn):
+    from rledit_ray.worlds import MaskWorld, ShiftWorld, WorldSettings
+
+    for cls in (MaskWorld, ShiftWorld):
+        world = cls(tiny_cnn, ["fc_layers.2"], digits_task, WorldSettings())
+        assert world.settings.step_size == D.STEP_SIZE[world.kind]

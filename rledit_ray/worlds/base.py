@@ -18,6 +18,7 @@ serves a distribution of edit requests.
 """
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
 import os
@@ -29,6 +30,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from rledit_ray import defaults as D
 from rledit_ray.errors import UserError
 from rledit_ray.targets.split import split_model
 from rledit_ray.worlds import rowwise
@@ -43,16 +45,16 @@ OBSERVED_TERMS = ("utility", "objective")
 
 @dataclass
 class WorldSettings:
-    rank: int = 1
-    step_size: float = 0.5
-    mask_bounds: tuple[float, float] = (0.0, 1.5)
-    episode_length: int = 5
-    utility_coef: float = 4.0
-    objective_coef: float = 1.0
+    rank: int = D.RANK
+    step_size: float | None = None  # None: the world's own (defaults.STEP_SIZE)
+    mask_bounds: tuple[float, float] = D.MASK_BOUNDS
+    episode_length: int = D.EPISODE_LENGTH
+    utility_coef: float = D.UTILITY_COEF
+    objective_coef: float = D.OBJECTIVE_COEF
     # "improvement": reward = score_t - score_{t-1} (the return telescopes to the final
     # edit's score gain); "level": reward = score_t - score_0 at every step.
-    reward_mode: str = "improvement"
-    obs_budget: int = 4096
+    reward_mode: str = D.REWARD_MODE
+    obs_budget: int = D.OBS_BUDGET
     observation: str = "weights"
     seed: int = 0
     device: str = "auto"
@@ -62,7 +64,7 @@ class WorldSettings:
             raise UserError(f"rank must be >= 1 (got {self.rank})")
         if self.episode_length < 1:
             raise UserError(f"episode_length must be >= 1 (got {self.episode_length})")
-        if self.step_size <= 0:
+        if self.step_size is not None and self.step_size <= 0:
             raise UserError(f"step_size must be > 0 (got {self.step_size})")
         lo, hi = self.mask_bounds
         if not lo <= 1.0 <= hi:
@@ -134,10 +136,13 @@ class EditWorld(gym.Env):
     """Base class; subclasses define the edit state (`_reset_state`, `_edit`)."""
 
     metadata = {"render_modes": []}
+    kind = ""  # "mask" or "shift": the key of the world's defaults
 
     def __init__(self, model: nn.Module, edit: list[str], task, settings: WorldSettings | None = None,
                  prefix_cache: dict | None = None, requests=None):
         self.settings = settings or WorldSettings()
+        if self.settings.step_size is None:
+            self.settings = dataclasses.replace(self.settings, step_size=D.STEP_SIZE[self.kind])
         self.settings.check()
         self.device = resolve_device(self.settings.device)
         self.requests = requests.to(self.device) if requests is not None else None

@@ -10,6 +10,8 @@ from rledit_ray.worlds.base import EditWorld
 
 
 class MaskWorld(EditWorld):
+    kind = "mask"
+
     def _reset_state(self) -> None:
         if not hasattr(self, "masks"):
             self.masks = [torch.ones_like(w) for w in self.original]

@@ -7,6 +7,8 @@ from rledit_ray.worlds.base import EditWorld
 
 
 class ShiftWorld(EditWorld):
+    kind = "shift"
+
     def _reset_state(self) -> None:
         self.current = [w.clone() for w in self.original]
 
