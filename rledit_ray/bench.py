@@ -44,7 +44,7 @@ from rledit_ray.errors import UserError
 def third_party_target() -> dict:
     """What the "third_party" config changes: digit-recognizer-py's pretrained MNIST CNN (not an
     nn.Sequential: nested Sequentials and a reshape in forward), its output layer edited, with
-    the mask bounds that let MaskWorld reach the class (docs/byo.md)."""
+    the mask settings that let MaskWorld reach the class (docs/byo.md)."""
     import importlib.util
     from pathlib import Path
 
@@ -54,7 +54,7 @@ def third_party_target() -> dict:
     folder = Path(spec.origin).parent
     return {"target": {"model": f"{folder / 'model.py'}:CNN", "weights": str(folder / "models" / "handwriting_model.pth"),
                        "mean": [0.1307], "std": [0.3081]},
-            "edit": ["fc_layers.2"], "mask_bounds": [-1.0, 1.5]}
+            "edit": ["fc_layers.2"], "mask_bounds": [-1.0, 1.5], "mask_update": "additive"}
 
 
 # What each named configuration changes in the default unlearning training config.

@@ -225,6 +225,7 @@ def world_settings(cfg: RunConfig) -> WorldSettings:
         rank=cfg.rank,
         step_size=cfg.effective_step_size,
         mask_bounds=tuple(cfg.mask_bounds),
+        mask_update=cfg.mask_update,
         episode_length=cfg.episode_length,
         utility_coef=cfg.reward.utility_coef,
         objective_coef=cfg.reward.objective_coef,

@@ -81,6 +81,7 @@ def _parser() -> argparse.ArgumentParser:
     t.add_argument("--mask-bounds", type=_floats, metavar="LO,HI",
                    help="MaskWorld's range of each weight's scale (default 0,1.5; a negative LO lets a mask "
                         "flip a weight's sign)")
+    t.add_argument("--mask-update", help="multiplicative (default) or additive: how MaskWorld's actions change the mask")
     t.add_argument("--episode-length", type=int)
     t.add_argument("--iterations", type=int, help="PPO iterations (upper bound; stops early on target)")
     t.add_argument("--env-runners", type=int, help="remote EnvRunners (0 = sample in the driver)")
@@ -143,7 +144,8 @@ def _overrides(args: argparse.Namespace) -> dict:
             "data_columns": "data_columns", "forget_classes": "forget_classes",
             "model": "target.model", "model_kwargs": "target.kwargs", "weights": "target.weights",
             "hf_model": "target.hf", "mean": "target.mean", "std": "target.std", "image_size": "target.image_size",
-            "seed": "seed", "world": "world", "edit": "edit", "rank": "rank", "mask_bounds": "mask_bounds", "episode_length": "episode_length",
+            "seed": "seed", "world": "world", "edit": "edit", "rank": "rank", "mask_bounds": "mask_bounds",
+            "mask_update": "mask_update", "episode_length": "episode_length",
             "iterations": "training.iterations", "env_runners": "agent.num_env_runners"}
     return {dst: getattr(args, src) for src, dst in keys.items() if getattr(args, src, None) is not None}
 

@@ -163,6 +163,8 @@ class RunConfig(_Strict):
     rank: int = D.RANK
     step_size: float | None = None
     mask_bounds: tuple[float, float] = D.MASK_BOUNDS
+    # MaskWorld: how an action changes the mask (worlds/mask.py says when additive is needed).
+    mask_update: Literal["multiplicative", "additive"] = D.MASK_UPDATE
     episode_length: int = D.EPISODE_LENGTH
     reward: RewardConfig = RewardConfig()
     samples: SamplesConfig = SamplesConfig()

@@ -11,6 +11,7 @@ docs/design.md ("Measured findings"); this module imports nothing of the project
 STEP_SIZE = {"mask": 2.0, "shift": 0.5}
 RANK = 1
 MASK_BOUNDS = (0.0, 1.5)
+MASK_UPDATE = "multiplicative"
 EPISODE_LENGTH = 5
 OBS_BUDGET = 4096
 

@@ -40,6 +40,7 @@ def test_world_defaults_are_the_configs():
             D.RANK, D.EPISODE_LENGTH, D.MASK_BOUNDS, D.OBS_BUDGET)
         assert (settings.utility_coef, settings.objective_coef, settings.reward_mode) == (
             D.UTILITY_COEF, D.OBJECTIVE_COEF, D.REWARD_MODE)
+        assert settings.mask_update == D.MASK_UPDATE == __import__("rledit_ray").worlds.WorldSettings().mask_update
 
 
 def test_api_defaults_are_the_configs():

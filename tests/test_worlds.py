@@ -195,3 +195,29 @@ def test_sub_envs_share_one_prefix_cache():
     b = build_world({"dataset": "digits", "edit": ["fc1.weight"]})
     assert a.reward_h is b.reward_h  # one copy of the frozen prefix's activations
     assert a.model is not b.model  # but each env edits its own weights
+
+
+def _uv(world, u_value, v_value=1.0):
+    """An action whose factors are U = u_value everywhere and V = v_value (in [0, 1])."""
+    layer = world.layers[0]
+    return np.concatenate([np.full(layer.rows, u_value), np.full(layer.cols, 2 * v_value - 1)]).astype(np.float32)
+
+
+def test_the_additive_mask_crosses_zero_where_the_multiplicative_one_sticks(digits):
+    """A multiplicative mask that reaches 0 stays 0; an additive one passes through it, so a
+    mask bounded below 0 can turn a weight's sign (and come back)."""
+    settings = {"rank": 1, "step_size": 1.0, "mask_bounds": (-1.0, 1.5)}
+    mult = make("mask", digits, **settings)
+    add = make("mask", digits, mask_update="additive", **settings)
+    for world in (mult, add):
+        world.reset(seed=0)
+        world.step(_uv(world, -1.0))  # D = -1 everywhere
+    assert torch.all(mult.masks[0] == 0.0)  # M * (1 - 1)
+    assert torch.all(add.masks[0] == 0.0)  # M - 1
+    for world in (mult, add):
+        world.step(_uv(world, -1.0))
+    assert torch.all(mult.masks[0] == 0.0)  # stuck at 0
+    assert torch.all(add.masks[0] == -1.0)  # sign flipped, at the bound
+    add.step(_uv(add, 1.0, 0.5))  # D = +0.5
+    assert torch.allclose(add.masks[0], torch.full_like(add.masks[0], -0.5))
+    assert torch.allclose(add.matrices[0], add.original[0] * -0.5)

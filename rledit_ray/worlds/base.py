@@ -38,6 +38,7 @@ from rledit_ray.worlds.layers import EditLayer, resolve_edit_layers
 
 log = logging.getLogger(__name__)
 REWARD_MODES = ("improvement", "level")
+MASK_UPDATES = ("multiplicative", "additive")
 OBSERVATIONS = ("weights", "rowwise")
 # Reward terms put into the observation when a task does not declare its own `observed_terms`.
 OBSERVED_TERMS = ("utility", "objective")
@@ -48,6 +49,7 @@ class WorldSettings:
     rank: int = D.RANK
     step_size: float | None = None  # None: the world's own (defaults.STEP_SIZE)
     mask_bounds: tuple[float, float] = D.MASK_BOUNDS
+    mask_update: str = D.MASK_UPDATE  # "multiplicative" or "additive" (worlds/mask.py)
     episode_length: int = D.EPISODE_LENGTH
     utility_coef: float = D.UTILITY_COEF
     objective_coef: float = D.OBJECTIVE_COEF
@@ -69,6 +71,8 @@ class WorldSettings:
         lo, hi = self.mask_bounds
         if not lo <= 1.0 <= hi:
             raise UserError(f"mask_bounds must contain 1 (the unedited mask), got [{lo}, {hi}]")
+        if self.mask_update not in MASK_UPDATES:
+            raise UserError(f"unknown mask_update '{self.mask_update}': choose {' or '.join(MASK_UPDATES)}")
         if self.reward_mode not in REWARD_MODES:
             raise UserError(f"unknown reward mode '{self.reward_mode}': choose {' or '.join(REWARD_MODES)}")
         if self.observation not in OBSERVATIONS:

@@ -1,8 +1,13 @@
 """MaskWorld: the agent scales weights multiplicatively.
 
-W_t = W_0 * M_t, with M_0 = 1 and M_t = clip(M_{t-1} * (1 + step_size * D_t), lo, hi).
+W_t = W_0 * M_t, with M_0 = 1 and, by `mask_update`,
+  multiplicative (default): M_t = clip(M_{t-1} * (1 + step_size * D_t), lo, hi);
+  additive:                 M_t = clip(M_{t-1} + step_size * D_t, lo, hi).
 Bounds keep the mask in a range where the edit stays a re-weighting of the original
-weights (lo = 0 allows pruning an entry exactly).
+weights (lo = 0 allows pruning an entry exactly; lo < 0 lets an entry change sign).
+Under the multiplicative update an entry that reaches 0 stays 0 for the rest of the episode
+and a negative factor flips the sign at every step, so a mask that must turn a weight
+negative (a logit that only a sign flip pushes below the others) wants the additive update.
 """
 import torch
 
@@ -28,6 +33,9 @@ class MaskWorld(EditWorld):
         # the arithmetic in it (measured on MNIST fc1: addmm onto a broadcast 1 first copied
         # the 1 into every entry, a pass of its own).
         product = torch.mm(u, v.T, out=self._product[i])
-        mask = self.masks[i]
-        mask.addcmul_(mask, product, value=self.settings.step_size / self.settings.rank).clamp_(lo, hi)
+        mask, alpha = self.masks[i], self.settings.step_size / self.settings.rank
+        if self.settings.mask_update == "additive":
+            mask.add_(product, alpha=alpha).clamp_(lo, hi)
+        else:
+            mask.addcmul_(mask, product, value=alpha).clamp_(lo, hi)
         return torch.mul(self.original[i], mask, out=self._edited[i])
