@@ -160,7 +160,8 @@ def _bias_parts(cfg: RunConfig, model: nn.Module | None = None, ds=None) -> Part
                      np.asarray([g for _, _, g in ds.pairs], np.int64))
     task = BiasTask(data, samples_per_set=cfg.samples.per_set, seed=cfg.seed,
                     objective=cfg.bias.objective, temperature=cfg.bias.temperature,
-                    reward_pools=tuple(cfg.bias.reward_pools), calibration_coef=cfg.bias.calibration_coef)
+                    reward_pools=tuple(cfg.bias.reward_pools), calibration_coef=cfg.bias.calibration_coef,
+                    pairs_per_set=cfg.bias.pairs_per_set)
     return Parts(model, meta, task=task)
 
 

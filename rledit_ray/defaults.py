@@ -28,6 +28,7 @@ BIAS_OBJECTIVE = "worst_group"
 BIAS_TEMPERATURE = 0.3
 BIAS_REWARD_POOLS = ("fit", "reward")
 BIAS_CALIBRATION_COEF = 0.0
+BIAS_PAIRS_PER_SET = None  # every counterfactual pair of the reward split
 
 # PPO agent.
 AGENT = {

@@ -22,6 +22,7 @@ def test_task_defaults_are_the_configs():
     assert _default(BiasTask, "temperature") == cfg.bias.temperature
     assert list(_default(BiasTask, "reward_pools")) == cfg.bias.reward_pools
     assert _default(BiasTask, "calibration_coef") == cfg.bias.calibration_coef
+    assert _default(BiasTask, "pairs_per_set") == cfg.bias.pairs_per_set
 
 
 def test_agent_defaults_are_the_configs():

@@ -129,7 +129,8 @@ class BiasTask:
 
     def __init__(self, data: BiasData, samples_per_set: int = D.SAMPLES_PER_SET, seed: int = 0,
                  objective: str = D.BIAS_OBJECTIVE, temperature: float = D.BIAS_TEMPERATURE,
-                 reward_pools=D.BIAS_REWARD_POOLS, calibration_coef: float = D.BIAS_CALIBRATION_COEF):
+                 reward_pools=D.BIAS_REWARD_POOLS, calibration_coef: float = D.BIAS_CALIBRATION_COEF,
+                 pairs_per_set: int | None = D.BIAS_PAIRS_PER_SET):
         if objective not in OBJECTIVES:
             raise UserError(f"unknown bias objective '{objective}': choose one of {', '.join(OBJECTIVES)}")
         if temperature <= 0:
@@ -140,6 +141,10 @@ class BiasTask:
         pool = _concat([getattr(data, name) for name in reward_pools])
         samples = self._balanced_sample(pool, samples_per_set, gen)
         pairs = data.pairs["reward"]
+        if pairs_per_set is not None and pairs_per_set < len(pairs.group):
+            # A network evaluated in full per step (a transformer layer) pays per reward row.
+            keep = torch.randperm(len(pairs.group), generator=gen)[:pairs_per_set].sort().values
+            pairs = PairSet(pairs.original.take(keep), pairs.swapped.take(keep), pairs.group[keep])
         self.n_samples, self.n_pairs = len(samples), len(pairs.group)
         # One batch: samples, then pair originals, then their swaps.
         self.reward_x = torch.cat([samples.x, pairs.original.x, pairs.swapped.x])
