@@ -69,6 +69,33 @@ def test_the_python_api_edits_a_model_object(tmp_path, third_party_digits, ray_l
     assert result.metrics["after"]["forget_acc"] < result.metrics["before"]["forget_acc"]
 
 
+@pytest.mark.slow
+def test_the_python_api_edits_the_third_party_cnn(tmp_path, ray_local):
+    """digit-recognizer-py's pretrained CNN as an object, on digits-sized data resized to its 28x28."""
+    import importlib.util
+    from pathlib import Path
+
+    import rledit_ray
+    from rledit_ray.data.images import load_images
+    from rledit_ray.targets.sources import load_user_model
+
+    spec = importlib.util.find_spec("digit_recognizer")
+    if spec is None:
+        pytest.skip("digit-recognizer-py is not installed")
+    folder = Path(spec.origin).parent
+    cnn = load_user_model(f"{folder / 'model.py'}:CNN", weights=str(folder / "models" / "handwriting_model.pth"))
+    raw = load_images("digits")
+    result = rledit_ray.edit(
+        cnn, (raw.x_train, raw.y_train, raw.x_test, raw.y_test), forget_classes=[3], layer="fc_layers.2",
+        mean=[0.1307], std=[0.3081], out=tmp_path / "api", progress=lambda line: None,
+        settings={"target.image_size": [28, 28], "mask_bounds": [-1.0, 1.5], "mask_update": "additive",
+                  "samples.per_set": 64, "training.iterations": 2,
+                  "agent": {"train_batch_size": 200, "minibatch_size": 50, "num_epochs": 4}})
+    assert type(result.model).__name__ == "CNN" and result.metrics["target"]["class"] == "CNN"
+    assert result.metrics["before"]["retain_acc"] > 0.3  # MNIST weights on resized digits: far from chance
+    assert not torch.equal(result.model.fc_layers[2].weight, cnn.fc_layers[2].weight)
+
+
 def _digits_sources(root):
     """The digits data as an image folder, an .npz and a saved Hugging Face dataset."""
     from PIL import Image
@@ -111,6 +138,30 @@ def test_each_data_source_trains_a_short_edit(source, digits_sources, tmp_path, 
     assert m["before"]["retain_acc"] > 0.8  # the project's CNN, trained on these images and cached
 
 
+def test_two_idx_datasets_in_one_cache_never_share_a_target(tmp_path, write_idx):
+    """Two idx folders under the same dataset name: each gets the CNN trained on its own data."""
+    from rledit_ray.build import build_parts
+    from rledit_ray.config import build_config
+    from rledit_ray.data.images import load_images
+
+    raw = load_images("digits")
+    pixels = {"train": (raw.x_train[:, 0] * 255).round().byte().numpy(), "t10k": (raw.x_test[:, 0] * 255).round().byte().numpy()}
+    labels = {"train": raw.y_train.numpy(), "t10k": raw.y_test.numpy()}
+    for folder, relabel in (("a", lambda y: y), ("b", lambda y: (y + 1) % 10)):
+        (tmp_path / folder).mkdir()
+        for split in ("train", "t10k"):
+            write_idx(tmp_path / folder / f"{split}-images-idx3-ubyte", pixels[split])
+            write_idx(tmp_path / folder / f"{split}-labels-idx1-ubyte", relabel(labels[split]), gz=False)
+    parts = [build_parts(build_config({"dataset": "mnist", "data_root": str(tmp_path / f), "samples": {"per_set": 32}}))
+             for f in ("a", "b")]
+    assert parts[0].meta["cache_key"] != parts[1].meta["cache_key"]
+    assert parts[0].meta["fingerprint"] != parts[1].meta["fingerprint"]
+    for p, relabel in zip(parts, (lambda y: y, lambda y: (y + 1) % 10)):
+        test = p.task.splits.retain_test
+        accuracy = (p.model(test.x).argmax(1) == test.y).float().mean()
+        assert accuracy > 0.8  # each network fits its own labels, so neither was served the other's
+
+
 def test_other_data_under_a_known_name_gets_its_own_target(tmp_path):
     """The target cache is keyed by the data, not by the dataset's name."""
     from rledit_ray.data.images import load_dataset
@@ -138,18 +189,30 @@ BAD_TARGETS = [
     ("normalisation of the wrong length", ["--mean", "0.5,0.5,0.5", "--std", "0.5,0.5,0.5"], "3 values"),
     ("inputs the model cannot take", ["--model", "{file}:SmallCNN", "--image-size", "12,12"], "cannot take"),
     ("factory raises", ["--model", "{file}:SmallCNN", "--model-kwargs", '{"num_classes": "ten"}'], "raised"),
+    ("not a Linear/Conv parameter", ["--model", "{file}:SmallCNN", "--layer", "features"],
+     "unknown layer or parameter 'features' in SmallCNN: choose from features.0, classifier.0, classifier.2"),
+    ("empty image folder", ["--dataset", "mine", "--data-root", "{dir}/empty", "--data-source", "image_folder"],
+     "empty"),
+    ("column mapping names a missing column", ["--dataset", "mine", "--data-root", "{dir}/hf", "--data-columns",
+                                               '{"image": "pixels"}'], "pixels"),
 ]
 
 
 @pytest.mark.parametrize("case, flags, message", BAD_TARGETS, ids=[c[0] for c in BAD_TARGETS])
 def test_bad_target_input_is_one_line_and_writes_nothing(case, flags, message, tmp_path, third_party_digits, capsys):
     torch.save(third_party_digits["model"], tmp_path / "whole.pt")
+    (tmp_path / "empty").mkdir()
+    import datasets
+
+    datasets.Dataset.from_dict({"image": [[[0, 1], [1, 0]]] * 4, "label": [0, 1, 0, 1]}).save_to_disk(str(tmp_path / "hf"))
+    capsys.readouterr()  # the datasets library's own progress output
     fill = {"dir": tmp_path, "file": third_party_digits["file"], "weights": third_party_digits["weights"]}
     out = tmp_path / "out"
     for key, value in fill.items():
         flags = [flag.replace("{" + key + "}", str(value)) for flag in flags]
     assert main(["train", "--dataset", "digits", "--out", str(out), *flags]) == 2
-    err = capsys.readouterr().err.strip().splitlines()
+    # (the once-per-process device line reaches stderr only where logging is unconfigured, as under pytest)
+    err = [line for line in capsys.readouterr().err.strip().splitlines() if not line.startswith("worlds in process")]
     assert len(err) == 1 and err[0].startswith("rledit: error:"), err
     assert __import__("re").search(message, err[0]), err[0]
     assert not out.exists()

@@ -48,6 +48,21 @@ class EditLayer:
                 self.bias.copy_(matrix[:, start])
 
 
+EDITABLE = (nn.Linear, nn.Conv2d)
+
+
+def _near(name: str, modules: dict) -> str:
+    """The editable layers whose names are closest to `name` (all of them when few)."""
+    import difflib
+
+    editable = [n for n, m in modules.items() if n and isinstance(m, EDITABLE)]
+    if len(editable) <= 8:
+        return f"choose from {', '.join(editable)}"
+    near = difflib.get_close_matches(name, editable, n=5, cutoff=0.5)
+    return (f"did you mean {', '.join(near)}?" if near else f"e.g. {', '.join(editable[-3:])}") + \
+        f" ({len(editable)} Linear/Conv2d layers)"
+
+
 def resolve_edit_layers(model: nn.Module, names: list[str]) -> list[EditLayer]:
     """Group parameter names ("fc2.weight", "fc2.bias", or a bare module "fc2" meaning
     both) into editable layers, in the order the modules appear in the model."""
@@ -63,8 +78,10 @@ def resolve_edit_layers(model: nn.Module, names: list[str]) -> list[EditLayer]:
             module, kind = name.rsplit(".", 1)
             kinds = {kind}
         else:
-            choices = ", ".join(n for n in params if n.endswith(("weight", "bias")))
-            raise UserError(f"unknown layer or parameter '{name}': choose from {choices}")
+            raise UserError(f"unknown layer or parameter '{name}' in {type(model).__name__}: {_near(name, modules)}")
+        if not isinstance(modules[module], EDITABLE):
+            raise UserError(f"'{name}' belongs to a {type(modules[module]).__name__}: only Linear and Conv2d layers can "
+                            f"be edited; {_near(name, modules)}")
         wanted.setdefault(module, set()).update(kinds)
 
     layers = []
