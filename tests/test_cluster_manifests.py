@@ -146,16 +146,17 @@ def test_dockerfile_installs_like_the_makefile():
 
 
 # ---------------------------------------------------------------------------- README commands
-def _readme_commands() -> list[str]:
-    """Every `rledit ...` command in cluster/README.md's shell blocks (continuations joined)."""
-    text = (CLUSTER / "README.md").read_text()
+def _readme_commands(path=None) -> list[str]:
+    """Every `rledit ...` command in a page's shell blocks (continuations joined); default
+    cluster/README.md. Synopsis lines (`[--flag ...]`, `a|b`) are not commands."""
+    text = (path or CLUSTER / "README.md").read_text()
     commands = []
     for block in re.findall(r"```bash\n(.*?)```", text, re.S):
         for line in block.replace("\\\n", " ").splitlines():
             line = line.split("#")[0]
             if " -- rledit " in line:
                 commands.append(line.split(" -- ", 1)[1].strip())
-            elif line.strip().startswith("rledit "):
+            elif line.strip().startswith("rledit ") and not any(c in line for c in "[|"):
                 commands.append(line.strip())
     return commands
 
@@ -167,6 +168,14 @@ def test_readme_commands_are_real():
         argv = shlex.split(command)
         if argv[1] == "sweep" and "sweep" not in _subcommands():
             continue  # documented ahead of the sweep issue, like rayjob-sweep.yaml
+        _check_entrypoint(command)
+
+
+def test_front_page_and_docs_commands_parse():
+    pages = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
+    commands = [c for page in pages for c in _readme_commands(page)]
+    assert any("--model" in c for c in commands)
+    for command in commands:
         _check_entrypoint(command)
 
 

@@ -3,16 +3,9 @@ import json
 
 import pytest
 import yaml
+from conftest import FAST_DIGITS as FAST  # the shared fast digits edit
 
 from rledit_ray.cli import main
-
-FAST = {
-    "dataset": "digits",
-    "forget_classes": [3],
-    "samples": {"per_set": 64},
-    "agent": {"train_batch_size": 200, "minibatch_size": 50, "num_epochs": 4},
-    "training": {"iterations": 3},
-}
 
 
 @pytest.fixture(scope="module")
