@@ -43,7 +43,7 @@ def edit(model: nn.Module | None = None, data=None, *, task: str = "unlearning",
     dataset), an ImageDataset, or arrays (x_train, y_train, x_test, y_test) with pixels in
     [0, 1] (or uint8) shaped (N, H, W) or (N, C, H, W). `mean`/`std`: the normalisation the
     model expects. Returns the edited model, the metrics and the run directory."""
-    from rledit_ray.build import build_parts
+    from rledit_ray.build import build_inputs, build_parts
     from rledit_ray.data import preprocess_images
     from rledit_ray.data.images import default_normalisation
     from rledit_ray.training import train
@@ -70,7 +70,8 @@ def edit(model: nn.Module | None = None, data=None, *, task: str = "unlearning",
         m, s = (cfg.target.mean, cfg.target.std) if cfg.target.mean is not None else default_normalisation(cfg.dataset)
         size = tuple(cfg.target.image_size) if cfg.target.image_size else None
         dataset = preprocess_images(dataset, m, s, size=size)
-    parts = build_parts(cfg, model=model, data=dataset) if model is not None or dataset is not None else None
+    parts = (build_parts(cfg, build_inputs(cfg, model=model, data=dataset))
+             if model is not None or dataset is not None else None)
     out = Path(out) if out is not None else Path("runs") / f"api-{cfg.task}-{cfg.world}-{time.strftime('%Y%m%d-%H%M%S')}"
     worlds: list = []
     metrics = train(cfg, out, progress=progress, address=address, parts=parts, world_out=worlds)

@@ -32,7 +32,7 @@ from rledit_ray.data.text import load_text_dataset, text_splits
 from rledit_ray.errors import UserError
 from rledit_ray.targets import load_target
 from rledit_ray.targets.encoder import dataset_embeddings
-from rledit_ray.targets.sources import load_sequence_classifier, load_user_model, pack_texts
+from rledit_ray.targets.sources import is_file_module, load_sequence_classifier, load_user_model, pack_texts
 from rledit_ray.targets.split import PACKED_INPUTS, call_model
 from rledit_ray.targets.text_head import load_text_head
 from rledit_ray.tasks import BiasTask, UnlearningTask
@@ -48,9 +48,21 @@ WORLD_CLASSES = {"mask": MaskWorld, "shift": ShiftWorld}
 # env_config keys that are not RunConfig fields: the agent's layouts and the shipped parts.
 PARTS_KEY = "parts_ref"
 AGENT_ONLY_KEYS = ("factor_layout", "obs_layout", PARTS_KEY)
-# The config fields the Parts depend on (a world's own settings are not among them).
-PARTS_FIELDS = {"task", "dataset", "data_root", "data_source", "data_columns", "forget_classes", "target",
-                "target_seed", "edit", "samples", "seed", "device", "reward", "bias", "generalist"}
+# The config fields a run's Inputs (data and target) depend on, and its Parts (those and the task).
+INPUT_FIELDS = {"task", "dataset", "data_root", "data_source", "data_columns", "target", "target_seed"}
+PARTS_FIELDS = INPUT_FIELDS | {"forget_classes", "edit", "samples", "seed", "device", "reward", "bias", "generalist"}
+
+
+@dataclass
+class Inputs:
+    """What a run edits and on what data: the target (its metadata's "fingerprint" hashes its
+    weights) and the data prepared for it (an ImageDataset, or the bias task's BiasData). The
+    expensive part of a run (reading data, training or loading the target, embedding texts),
+    built once by the driver and shared with Tune trials."""
+
+    model: nn.Module
+    meta: dict
+    data: object
 
 
 @dataclass
@@ -114,26 +126,31 @@ def image_data(cfg: RunConfig):
     return preprocess_images(raw, mean, std)
 
 
-def _unlearning_parts(cfg: RunConfig, model: nn.Module | None = None, ds=None) -> Parts:
+def _unlearning_inputs(cfg: RunConfig, model: nn.Module | None = None, ds=None) -> Inputs:
     ds = ds if ds is not None else image_data(cfg)
     if model is None:
         model, meta = _image_target(cfg, ds)
     else:
         meta = {"source": "python object", "class": type(model).__name__, "dataset": ds.name}
     check_fits(model, ds.x_test, ds.num_classes, f"the target ({type(model).__name__})")
-    model, meta = _with_fingerprint(model, meta)
+    return Inputs(*_with_fingerprint(model, meta), data=ds)
+
+
+def _unlearning_parts(cfg: RunConfig, inputs: Inputs) -> Parts:
+    ds = inputs.data
     if cfg.generalist is not None:
         requests = UnlearningRequests(ds, cfg.generalist.train_classes, **_task_args(cfg))
         for k in cfg.generalist.heldout_classes:
             requests.check(k)
-        return Parts(model, meta, requests=requests)
-    return Parts(model, meta, task=UnlearningTask(unlearning_splits(ds, cfg.forget_classes), **_task_args(cfg)))
+        return Parts(inputs.model, inputs.meta, requests=requests)
+    task = UnlearningTask(unlearning_splits(ds, cfg.forget_classes), **_task_args(cfg))
+    return Parts(inputs.model, inputs.meta, task=task)
 
 
-def _bias_parts(cfg: RunConfig, model: nn.Module | None = None, ds=None) -> Parts:
+def _bias_inputs(cfg: RunConfig, model: nn.Module | None = None, ds=None) -> Inputs:
     """Texts -> model inputs (sentence embeddings for the project's head, token ids for a
-    transformers classifier) -> target -> BiasTask."""
-    if model is not None:
+    transformers classifier) -> target; the data as BiasData."""
+    if model is not None or ds is not None:
         raise UserError("the Python API edits image classifiers given as objects; for text, point target.hf "
                         "at a transformers folder")
     ds = load_text_dataset(cfg.dataset, cfg.data_root, columns=cfg.data_columns or None)
@@ -145,54 +162,79 @@ def _bias_parts(cfg: RunConfig, model: nn.Module | None = None, ds=None) -> Part
         # One call: texts and both sides of the pairs share one padded length.
         packed = pack_texts(tokenizer, ds.texts + originals + swapped, cfg.target.max_length).numpy()
         n, m = len(ds.texts), len(originals)
-        inputs, pair_original, pair_swapped = packed[:n], packed[n:n + m], packed[n + m:]
+        x, pair_original, pair_swapped = packed[:n], packed[n:n + m], packed[n + m:]
         meta = {"source": "transformers", "hf": cfg.target.hf, "class": type(model).__name__,
                 "max_length": cfg.target.max_length, "dataset": ds.name, "data_source": ds.source}
     else:
         emb = dataset_embeddings(ds)
-        inputs, pair_original, pair_swapped = emb["texts"], emb["pair_original"], emb["pair_swapped"]
-        model, meta = load_text_head(ds.name, torch.from_numpy(inputs[splits.fit]),
+        x, pair_original, pair_swapped = emb["texts"], emb["pair_original"], emb["pair_swapped"]
+        model, meta = load_text_head(ds.name, torch.from_numpy(x[splits.fit]),
                                      torch.from_numpy(ds.labels[splits.fit]), seed=cfg.target_seed,
                                      extra_meta={"data_source": ds.source, "encoder": "all-MiniLM-L6-v2 (mean)"})
-    check_fits(model, torch.from_numpy(inputs[:2]), 2, f"the target ({type(model).__name__})")
-    model, meta = _with_fingerprint(model, meta)
-    data = bias_data(ds.labels, ds.membership, ds.groups, splits, inputs, pair_original, pair_swapped,
+    check_fits(model, torch.from_numpy(x[:2]), 2, f"the target ({type(model).__name__})")
+    data = bias_data(ds.labels, ds.membership, ds.groups, splits, x, pair_original, pair_swapped,
                      np.asarray([g for _, _, g in ds.pairs], np.int64))
-    task = BiasTask(data, samples_per_set=cfg.samples.per_set, seed=cfg.seed,
+    return Inputs(*_with_fingerprint(model, meta), data=data)
+
+
+def _bias_parts(cfg: RunConfig, inputs: Inputs) -> Parts:
+    task = BiasTask(inputs.data, samples_per_set=cfg.samples.per_set, seed=cfg.seed,
                     objective=cfg.bias.objective, temperature=cfg.bias.temperature,
                     reward_pools=tuple(cfg.bias.reward_pools), calibration_coef=cfg.bias.calibration_coef,
                     pairs_per_set=cfg.bias.pairs_per_set)
-    return Parts(model, meta, task=task)
+    return Parts(inputs.model, inputs.meta, task=task)
 
 
-TASK_BUILDERS = {"unlearning": _unlearning_parts, "bias": _bias_parts}
+# Per task: (its inputs: data and target, the expensive part; its parts: the task on them).
+TASK_BUILDERS = {"unlearning": (_unlearning_inputs, _unlearning_parts), "bias": (_bias_inputs, _bias_parts)}
+_PROCESS_INPUTS: dict[str, Inputs] = {}
 _PROCESS_PARTS: dict[str, Parts] = {}
 
 
-def build_parts(cfg: RunConfig, model: nn.Module | None = None, data=None) -> Parts:
-    """The run's Parts, built once per process and config (a given `model` object or dataset
-    `data` is used as it is, and not cached)."""
+def _key(cfg: RunConfig, fields: set[str]) -> str:
+    return json.dumps(cfg.model_dump(mode="json", include=fields), sort_keys=True)
+
+
+def build_inputs(cfg: RunConfig, model: nn.Module | None = None, data=None) -> Inputs:
+    """The run's data and target, built once per process and config (a given `model` object or
+    dataset `data` is used as it is, and not cached)."""
     if model is not None or data is not None:
-        return TASK_BUILDERS[cfg.task](cfg, model=model, ds=data)
+        return TASK_BUILDERS[cfg.task][0](cfg, model=model, ds=data)
     if cfg.target.python_object:
         raise UserError(f"this run edited a Python object ({cfg.target.python_object}) that its config cannot "
                         f"rebuild: pass the model to rledit_ray.edit(...) again")
-    key = json.dumps(cfg.model_dump(mode="json", include=PARTS_FIELDS), sort_keys=True)
+    key = _key(cfg, INPUT_FIELDS)
+    if key not in _PROCESS_INPUTS:
+        _PROCESS_INPUTS[key] = TASK_BUILDERS[cfg.task][0](cfg)
+    return _PROCESS_INPUTS[key]
+
+
+def build_parts(cfg: RunConfig, inputs: Inputs | None = None) -> Parts:
+    """The run's Parts over `inputs` (built here when not given: then once per process and config)."""
+    if inputs is not None:
+        return TASK_BUILDERS[cfg.task][1](cfg, inputs)
+    key = _key(cfg, PARTS_FIELDS)
     if key not in _PROCESS_PARTS:
-        _PROCESS_PARTS[key] = TASK_BUILDERS[cfg.task](cfg)
+        _PROCESS_PARTS[key] = TASK_BUILDERS[cfg.task][1](cfg, build_inputs(cfg))
     return _PROCESS_PARTS[key]
 
 
 # ----------------------------------------------------------------------------- shipping to EnvRunners
+def travel_by_value(model: nn.Module) -> None:
+    """A class loaded from a user's file (--model models.py:Net) cannot be imported on another
+    node: have Ray pickle it by value wherever the model is sent."""
+    from ray import cloudpickle
+
+    if is_file_module(model):
+        cloudpickle.register_pickle_by_value(sys.modules[type(model).__module__])
+
+
 def ship_parts(parts: Parts):
     """Put the rollout half of `parts` into Ray's object store; EnvRunners on any node get the
     same bytes (an ObjectRef in their env_config). Needs a running Ray."""
     import ray
-    from ray import cloudpickle
 
-    if type(parts.model).__module__.startswith("rledit_user_"):
-        # A class loaded from a user's file cannot be imported on a worker: send it by value.
-        cloudpickle.register_pickle_by_value(sys.modules[type(parts.model).__module__])
+    travel_by_value(parts.model)
     rollout = Parts(parts.model, parts.meta,
                     task=parts.task.for_rollouts() if parts.task is not None else None,
                     requests=parts.requests.for_rollouts() if parts.requests is not None else None)

@@ -54,7 +54,7 @@ def ray_env(extra: dict | None = None) -> dict:
 
 class LocalCluster:
     def __init__(self, num_cpus: int = 1, host: str = LOOPBACK, object_store_mb: int = 150,
-                 env: dict | None = None):
+                 env: dict | None = None, head_env: dict | None = None):
         self.host = host
         self.object_store = str(object_store_mb * 2**20)
         self.env = ray_env(env)
@@ -70,7 +70,7 @@ class LocalCluster:
             self._ray = shutil.which("ray") or "ray"
         self._start_node(["--head", f"--port={self.gcs_port}", "--include-dashboard=true",
                           f"--dashboard-host={host}", f"--dashboard-port={self.dashboard_port}",
-                          f"--ray-client-server-port={free_port(host)}"], num_cpus)
+                          f"--ray-client-server-port={free_port(host)}"], num_cpus, head_env)
 
     # ------------------------------------------------------------------ nodes
     @property
@@ -81,25 +81,29 @@ class LocalCluster:
     def dashboard_url(self) -> str:
         return f"http://{self.host}:{self.dashboard_port}"
 
-    def add_node(self, num_cpus: int = 1, resources: dict | None = None) -> None:
+    def add_node(self, num_cpus: int = 1, resources: dict | None = None, env: dict | None = None) -> None:
+        """Another node; `env` is its own environment on top of the cluster's (its processes
+        inherit it), e.g. {"RLEDIT_CACHE_DIR": ...} for a node that shares no cache."""
         extra = [f"--address={self.gcs_address}"]
         if resources:
             extra.append(f"--resources={json.dumps(resources)}")
-        self._start_node(extra, num_cpus)
+        self._start_node(extra, num_cpus, env)
 
-    def _start_node(self, extra: list[str], num_cpus: int) -> None:
+    def _start_node(self, extra: list[str], num_cpus: int, env: dict | None = None) -> None:
         ports = [f"{flag}={free_port(self.host)}" for flag in _NODE_PORTS]
         cmd = [self._ray, "start", *extra, f"--node-ip-address={self.host}", f"--num-cpus={num_cpus}",
                "--num-gpus=0", f"--object-store-memory={self.object_store}",
                f"--temp-dir={os.path.join(self.temp_dir, f'n{self._nodes}')}",
                "--min-worker-port=0", "--max-worker-port=0", "--disable-usage-stats", *ports]
         self._nodes += 1
-        self._run(cmd, timeout=120)
+        self._run(cmd, timeout=120, env=env)
 
     def node_ids(self) -> list[str]:
+        """The alive nodes' ids, the head's first."""
         out = self._run([self._ray, "list", "nodes", "--address", self.dashboard_url,
                          "--format", "json", "--filter", "state=ALIVE"], timeout=60)
-        return [n["node_id"] for n in json.loads(out)]
+        nodes = sorted(json.loads(out), key=lambda n: not n.get("is_head_node"))
+        return [n["node_id"] for n in nodes]
 
     # ------------------------------------------------------------------ jobs
     def submit(self, entrypoint: list[str], working_dir: str | Path | None = None,
@@ -163,9 +167,9 @@ class LocalCluster:
     def __exit__(self, *exc) -> None:
         self.stop()
 
-    def _run(self, cmd: list[str], timeout: float) -> str:
+    def _run(self, cmd: list[str], timeout: float, env: dict | None = None) -> str:
         self.commands.append(shlex.join(cmd))
-        proc = subprocess.run(cmd, env=self.env, capture_output=True, text=True, timeout=timeout)
+        proc = subprocess.run(cmd, env={**self.env, **(env or {})}, capture_output=True, text=True, timeout=timeout)
         if proc.returncode != 0:
             self.stop() if cmd[1] == "start" else None
             raise UserError(f"'{shlex.join(cmd[:3])}' failed ({proc.returncode}): "

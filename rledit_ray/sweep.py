@@ -29,7 +29,9 @@ import csv
 import json
 import math
 import os
+import shutil
 import sys
+import tempfile
 from pathlib import Path
 from typing import Any, Literal
 
@@ -141,32 +143,58 @@ def _flatten(d: dict, prefix: str = "") -> dict:
 
 
 # ---------------------------------------------------------------------------- the trial
-def run_trial(config: dict) -> None:
-    """One Tune trial: a full `rledit train` run in the trial's folder."""
+def run_trial(config: dict, inputs=None, sink=None) -> None:
+    """One Tune trial: a full `rledit train` run over the driver's data and target (`inputs`,
+    when the sweep shares them), written to a local folder and sent to the driver's node
+    (`sink`) before the trial reports that it finished, whatever node it ran on."""
+    import ray
     from ray import tune
 
+    from rledit_ray.artifacts import pack
+    from rledit_ray.build import build_parts
     from rledit_ray.training import train
 
     cfg = build_config(with_overrides(config["base"], config["sweep"]), where="trial")
-    out = Path(tune.get_context().get_trial_dir()) / "run"
+    trial = Path(tune.get_context().get_trial_dir()).name
+    local = Path(tempfile.mkdtemp(prefix=f"rledit-{trial}-"))
 
     def report(row: dict) -> None:
         tune.report({k: v for k, v in row.items() if isinstance(v, (int, float))})
 
-    metrics = train(cfg, out, progress=lambda line: None, on_iteration=report)
+    try:
+        parts = build_parts(cfg, inputs) if inputs is not None else None
+        metrics = train(cfg, local / "run", progress=lambda line: None, on_iteration=report, parts=parts)
+        ray.get(sink.write.remote(f"{trial}/run", pack(local / "run")))
+    finally:
+        shutil.rmtree(local, ignore_errors=True)
     # The final report carries the chosen checkpoint's metrics on validation and test.
     final = {f"final_{k}": v for k, v in metrics["after"].items() if isinstance(v, (int, float))}
-    tune.report({SCORE: metrics["final_selection_score"], **final, "finished": 1})
+    tune.report({SCORE: metrics["final_selection_score"], **final, "env_steps": metrics["env_steps"],
+                 "finished": 1})
 
 
-def _trainable(spec: SweepSpec, base: dict):
+def shared_inputs(spec: SweepSpec, base: dict):
+    """The data and target every trial edits, built here in the driver (None when the sweep
+    changes them: then each trial builds its own)."""
+    from rledit_ray.build import INPUT_FIELDS, build_inputs, travel_by_value
+
+    if any(key.split(".")[0] in INPUT_FIELDS for key in spec.search_space):
+        return None
+    inputs = build_inputs(build_config(base))
+    travel_by_value(inputs.model)
+    return inputs
+
+
+def _trainable(spec: SweepSpec, base: dict, inputs, sink):
     from ray import tune
 
     n_runners = build_config(base).agent.num_env_runners
     runner_gpus = build_config(base).agent.num_gpus_per_env_runner
     bundles = [{"CPU": spec.resources.cpu, "GPU": spec.resources.gpu}]
     bundles += [{"CPU": 1.0, "GPU": runner_gpus}] * n_runners
-    return tune.with_resources(run_trial, tune.PlacementGroupFactory(bundles))
+    # with_parameters: the inputs go into the object store once, not into every trial's config.
+    shared = tune.with_parameters(run_trial, inputs=inputs, sink=sink)
+    return tune.with_resources(shared, tune.PlacementGroupFactory(bundles))
 
 
 def run_sweep(spec_path: str | Path, out: str | Path, resume: bool = False, address: str | None = None) -> Path:
@@ -185,7 +213,9 @@ def run_sweep(spec_path: str | Path, out: str | Path, resume: bool = False, addr
     # bookkeeping and `--resume` never redoes a trial that had finished.
     os.environ.setdefault("TUNE_GLOBAL_CHECKPOINT_S", "2")
     ensure_ray(address)
-    trainable = _trainable(spec, base)
+    from rledit_ray.artifacts import sink_on_this_node
+
+    trainable = _trainable(spec, base, shared_inputs(spec, base), sink_on_this_node(experiment))
     if resume:
         tuner = tune.Tuner.restore(str(experiment), trainable=trainable, resume_unfinished=True,
                                    restart_errored=True)
@@ -217,22 +247,23 @@ def _trial_dirname(trial) -> str:
 
 # ---------------------------------------------------------------------------- the summary
 def _trial_rows(grid, spec: SweepSpec) -> list[dict]:
+    """One row per trial from Tune's own results (the last report of a finished trial carries
+    its final test metrics); the learning curve from the run directory the trial sent back."""
     rows = []
     for result in grid:
         if result.path is None:
             continue
         swept = (result.config or {}).get("sweep", {})
-        run = Path(result.path) / "run"
+        last = result.metrics or {}
         row = {"trial": Path(result.path).name, **{k: swept.get(k) for k in spec.search_space}}
-        if (run / "metrics.json").is_file():
-            m = json.loads((run / "metrics.json").read_text())
-            row.update(status="finished", env_steps=m["env_steps"], score_val=m["final_selection_score"],
-                       **{k: v for k, v in m["after"].items() if isinstance(v, (int, float))})
-            row["history"] = m["history"]
+        status = "error" if result.error else "finished" if last.get("finished") else "stopped by the scheduler"
+        row.update(status=status, env_steps=last.get("env_steps"), score_val=last.get(SCORE))
+        if status == "finished":
+            row.update({k.removeprefix("final_"): v for k, v in last.items() if k.startswith("final_")})
+        metrics_file = Path(result.path) / "run" / "metrics.json"
+        if metrics_file.is_file():
+            row["history"] = json.loads(metrics_file.read_text())["history"]
         else:
-            last = result.metrics or {}
-            row.update(status="stopped early" if not result.error else "error",
-                       env_steps=last.get("env_steps"), score_val=last.get(SCORE))
             df = result.metrics_dataframe
             row["history"] = df.to_dict("records") if df is not None else []
         rows.append(row)
