@@ -46,6 +46,7 @@ def edit(model: nn.Module | None = None, data=None, *, task: str = "unlearning",
     from rledit_ray.build import build_inputs, build_parts
     from rledit_ray.data import preprocess_images
     from rledit_ray.data.images import default_normalisation
+    from rledit_ray.targets.sources import load_weights
     from rledit_ray.training import train
 
     fields = {"task": task, "world": world, "seed": seed, "target": {"mean": mean, "std": std}}
@@ -71,11 +72,12 @@ def edit(model: nn.Module | None = None, data=None, *, task: str = "unlearning",
         size = tuple(cfg.target.image_size) if cfg.target.image_size else None
         dataset = preprocess_images(dataset, m, s, size=size)
     parts = (build_parts(cfg, build_inputs(cfg, model=model, data=dataset))
-             if model is not None or dataset is not None else None)
+             if model is not None or dataset is not None else build_parts(cfg))
     out = Path(out) if out is not None else Path("runs") / f"api-{cfg.task}-{cfg.world}-{time.strftime('%Y%m%d-%H%M%S')}"
-    worlds: list = []
-    metrics = train(cfg, out, progress=progress, address=address, parts=parts, world_out=worlds)
-    return EditResult(worlds[0].model, metrics, out.resolve())
+    metrics = train(cfg, out, progress=progress, address=address, parts=parts)
+    edited = copy.deepcopy(parts.model)
+    load_weights(edited, out / "edited_weights.safetensors")
+    return EditResult(edited, metrics, out.resolve())
 
 
 def _named_data(data: str) -> dict:

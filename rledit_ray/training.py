@@ -20,11 +20,11 @@ from pathlib import Path
 import numpy as np
 
 from rledit_ray import generalist
+from rledit_ray.build import PARTS_KEY, build_env, build_world, ship_parts
 from rledit_ray.config import RunConfig
 from rledit_ray.errors import UserError
 from rledit_ray.report import write_config, write_curves, write_json, write_report
 from rledit_ray.targets import save_weights
-from rledit_ray.build import PARTS_KEY, build_env, build_world, ship_parts
 from rledit_ray.worlds import WORLD_IDS
 from rledit_ray.worlds.rollout import random_policy, run_episode
 
@@ -85,12 +85,12 @@ def build_algo(cfg: RunConfig, world):
 
 
 def train(cfg: RunConfig, out: str | Path, progress=print, address: str | None = None,
-          resume: bool = False, on_iteration=None, parts=None, world_out: list | None = None) -> dict:
+          resume: bool = False, on_iteration=None, parts=None) -> dict:
     """`resume`: continue an unfinished run in `out` from its checkpoint (the best so far,
     with the history up to it; the iterations after it are trained again).
     `on_iteration(row)` sees each iteration's row (Tune trials report it).
-    `parts`: the run's target and task when the caller built them (the Python API does);
-    `world_out`, when given, receives the driver's world, holding the best edit at the end."""
+    `parts`: the run's target and task when the caller built them (the Python API and Tune
+    trials do)."""
     from rledit_ray.agent import deterministic_action, module_from_algo
 
     started = time.perf_counter()
@@ -100,8 +100,6 @@ def train(cfg: RunConfig, out: str | Path, progress=print, address: str | None =
     run_dir = prepare_run_dir(out)
     config_dict = cfg.model_dump(mode="json")
     write_config(run_dir / "config.yaml", config_dict)
-    if world_out is not None:
-        world_out.append(world)
     task = world.task
     many = cfg.generalist is not None  # one policy over many requests (generalist.py)
     if many:
