@@ -99,6 +99,8 @@ def _parser() -> argparse.ArgumentParser:
 
     v = sub.add_parser("eval", help="print the task metrics of a saved model")
     _add_run_flags(v)
+    v.add_argument("--layer", action="append", dest="edit",
+                   help="the layer the run edited (the world is built around it; default fc2)")
     v.add_argument("--edited", metavar="WEIGHTS", help="edited weights to evaluate, e.g. RUN/edited_weights.safetensors "
                    "(default: the original target)")
     v.add_argument("--json", action="store_true", help="print JSON instead of a table")

@@ -31,6 +31,13 @@ def test_a_users_model_file_trains_with_remote_env_runners(tmp_path, fast_digits
     assert m["target"]["source"] == "pytorch" and m["target"]["class"] == "SmallCNN"
     assert m["before"]["forget_acc"] > 0.8 and m["env_steps"] >= 200
     assert m["after"]["forget_acc"] < m["before"]["forget_acc"]
+    # `rledit eval` scores the saved edit of the user's model: the run's own test numbers
+    capfd.readouterr()
+    assert main(["eval", "--dataset", "digits", "--forget-class", "3", "--model", fast_digits["target"]["model"],
+                 "--weights", fast_digits["target"]["weights"], "--layer", "classifier.2", "--json",
+                 "--edited", str(tmp_path / "run" / "edited_weights.safetensors")]) == 0
+    scored = json.loads(capfd.readouterr().out)
+    assert scored["forget_acc"] == pytest.approx(m["after"]["forget_acc"])
 
 
 def test_the_world_caches_what_comes_before_the_edit(third_party_digits, fast_digits):
