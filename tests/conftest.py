@@ -44,29 +44,12 @@ def fast_digits():
     return copy.deepcopy(FAST_DIGITS)
 
 
-THIRD_PARTY_CNN = '''
-import torch.nn as nn
-
-
-class SmallCNN(nn.Module):
-    """Shaped like a third-party classifier: nested Sequential parts, a reshaping forward."""
-
-    def __init__(self, num_classes=10):
-        super().__init__()
-        self.features = nn.Sequential(nn.Conv2d(1, 8, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2))
-        self.classifier = nn.Sequential(nn.Linear(8 * 4 * 4, 32), nn.ReLU(), nn.Linear(32, num_classes))
-
-    def forward(self, x):
-        x = self.features(x)
-        x = x.view(x.size(0), -1)
-        return self.classifier(x)
-'''
-
-
 @pytest.fixture(scope="session")
 def third_party_digits(tmp_path_factory):
-    """A non-Sequential CNN in a file of its own, with weights trained on digits (safetensors)."""
+    """TinyCNN in a file of its own, as a user's model is, with weights trained on digits
+    (safetensors)."""
     import importlib.util
+    import inspect
 
     import torch
     from safetensors.torch import save_file
@@ -75,17 +58,17 @@ def third_party_digits(tmp_path_factory):
     from rledit_ray.targets.train import Recipe, train_classifier
 
     root = tmp_path_factory.mktemp("third_party")
-    (root / "small_cnn.py").write_text(THIRD_PARTY_CNN)
-    spec = importlib.util.spec_from_file_location("small_cnn_for_weights", root / "small_cnn.py")
+    (root / "tiny_cnn.py").write_text("import torch.nn as nn\n\n\n" + inspect.getsource(TinyCNN))
+    spec = importlib.util.spec_from_file_location("tiny_cnn_for_weights", root / "tiny_cnn.py")
     module = importlib.util.module_from_spec(spec)
     sys.modules[spec.name] = module  # so that a test can pickle the whole module, as users do by mistake
     spec.loader.exec_module(module)
     torch.manual_seed(0)
-    model = module.SmallCNN()
+    model = module.TinyCNN()
     ds = load_dataset("digits")
     train_classifier(model, ds.x_train, ds.y_train, Recipe(epochs=15, batch_size=64))
-    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(root / "small_cnn.safetensors"))
-    return {"file": root / "small_cnn.py", "weights": root / "small_cnn.safetensors", "model": model.eval()}
+    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(root / "tiny_cnn.safetensors"))
+    return {"file": root / "tiny_cnn.py", "weights": root / "tiny_cnn.safetensors", "model": model.eval()}
 
 
 @pytest.fixture(scope="session")
@@ -101,10 +84,10 @@ class TinyCNN(nn.Module):
     """A target that is not an nn.Sequential, for 8x8 digits: nested Sequentials and a reshape
     in forward, the way third-party CNNs are often written."""
 
-    def __init__(self):
+    def __init__(self, num_classes=10):
         super().__init__()
         self.conv_layers = nn.Sequential(nn.Conv2d(1, 8, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2))
-        self.fc_layers = nn.Sequential(nn.Linear(128, 32), nn.ReLU(), nn.Linear(32, 10))
+        self.fc_layers = nn.Sequential(nn.Linear(128, 32), nn.ReLU(), nn.Linear(32, num_classes))
 
     def forward(self, x):
         x = self.conv_layers(x)

@@ -23,18 +23,18 @@ def test_a_users_model_file_trains_with_remote_env_runners(tmp_path, fast_digits
                                                           capfd):
     """The class comes from a file the EnvRunner processes never import: it reaches them by
     value through the object store, with the driver's weights (fingerprint checked)."""
-    fast_digits["target"] = {"model": f"{third_party_digits['file']}:SmallCNN",
+    fast_digits["target"] = {"model": f"{third_party_digits['file']}:TinyCNN",
                              "weights": str(third_party_digits["weights"])}
-    fast_digits["edit"] = ["classifier.2"]
+    fast_digits["edit"] = ["fc_layers.2"]
     fast_digits["agent"]["num_env_runners"] = 1
     m = _train(tmp_path, fast_digits)
-    assert m["target"]["source"] == "pytorch" and m["target"]["class"] == "SmallCNN"
+    assert m["target"]["source"] == "pytorch" and m["target"]["class"] == "TinyCNN"
     assert m["before"]["forget_acc"] > 0.8 and m["env_steps"] >= 200
     assert m["after"]["forget_acc"] < m["before"]["forget_acc"]
     # `rledit eval` scores the saved edit of the user's model: the run's own test numbers
     capfd.readouterr()
     assert main(["eval", "--dataset", "digits", "--forget-class", "3", "--model", fast_digits["target"]["model"],
-                 "--weights", fast_digits["target"]["weights"], "--layer", "classifier.2", "--json",
+                 "--weights", fast_digits["target"]["weights"], "--layer", "fc_layers.2", "--json",
                  "--edited", str(tmp_path / "run" / "edited_weights.safetensors")]) == 0
     scored = json.loads(capfd.readouterr().out)
     assert scored["forget_acc"] == pytest.approx(m["after"]["forget_acc"])
@@ -45,9 +45,9 @@ def test_the_world_caches_what_comes_before_the_edit(third_party_digits, fast_di
     from rledit_ray.build import build_world
     from rledit_ray.config import build_config
 
-    fast_digits["target"] = {"model": f"{third_party_digits['file']}:SmallCNN",
+    fast_digits["target"] = {"model": f"{third_party_digits['file']}:TinyCNN",
                              "weights": str(third_party_digits["weights"])}
-    world = build_world(build_config({**fast_digits, "edit": ["classifier.2"]}))
+    world = build_world(build_config({**fast_digits, "edit": ["fc_layers.2"]}))
     assert world.split.kind != "full"
     world.reset(seed=0)
     world.step(np.ones(world.action_space.shape, np.float32))
@@ -63,14 +63,14 @@ def test_the_python_api_edits_a_model_object(tmp_path, third_party_digits, ray_l
 
     raw = load_images("digits")
     original = third_party_digits["model"]
-    before = original.classifier[2].weight.clone()
+    before = original.fc_layers[2].weight.clone()
     result = rledit_ray.edit(
         original, (raw.x_train, raw.y_train, raw.x_test, raw.y_test), forget_classes=[3],
-        layer="classifier.2", world="mask", out=tmp_path / "api", mean=[0.5], std=[0.5], progress=lambda line: None,
+        layer="fc_layers.2", world="mask", out=tmp_path / "api", mean=[0.5], std=[0.5], progress=lambda line: None,
         settings={"samples.per_set": 64, "training.iterations": 3,
                   "agent": {"train_batch_size": 200, "minibatch_size": 50, "num_epochs": 4}})
-    assert torch.equal(original.classifier[2].weight, before)  # the caller's object is not edited
-    assert not torch.equal(result.model.classifier[2].weight, before)
+    assert torch.equal(original.fc_layers[2].weight, before)  # the caller's object is not edited
+    assert not torch.equal(result.model.fc_layers[2].weight, before)
     assert result.metrics["target"]["source"] == "python object"
     assert (result.run_dir / "edited_weights.safetensors").is_file()
     assert result.metrics["after"]["forget_acc"] < result.metrics["before"]["forget_acc"]
@@ -186,18 +186,18 @@ def test_other_data_under_a_known_name_gets_its_own_target(tmp_path):
 BAD_TARGETS = [
     ("model file not found", ["--model", "{dir}/nope.py:Net"], "does not exist"),
     ("class not found", ["--model", "{file}:Nope"], "has no 'Nope'"),
-    ("weights do not fit", ["--model", "{file}:SmallCNN", "--model-kwargs", '{"num_classes": 4}', "--weights",
-                            "{weights}"], "do not fit the model: 'classifier.2.weight'"),
-    ("pickled module", ["--model", "{file}:SmallCNN", "--weights", "{dir}/whole.pt"], "pickled object"),
-    ("unknown layer", ["--model", "{file}:SmallCNN", "--weights", "{weights}", "--layer", "classifer.2"],
-     "unknown layer or parameter 'classifer.2'"),
-    ("labels beyond the outputs", ["--model", "{file}:SmallCNN", "--model-kwargs", '{"num_classes": 4}'],
+    ("weights do not fit", ["--model", "{file}:TinyCNN", "--model-kwargs", '{"num_classes": 4}', "--weights",
+                            "{weights}"], "do not fit the model: 'fc_layers.2.weight'"),
+    ("pickled module", ["--model", "{file}:TinyCNN", "--weights", "{dir}/whole.pt"], "pickled object"),
+    ("unknown layer", ["--model", "{file}:TinyCNN", "--weights", "{weights}", "--layer", "fc_layer.2"],
+     "unknown layer or parameter 'fc_layer.2'"),
+    ("labels beyond the outputs", ["--model", "{file}:TinyCNN", "--model-kwargs", '{"num_classes": 4}'],
      "the data has 10 classes .* gives 4 outputs"),
     ("normalisation of the wrong length", ["--mean", "0.5,0.5,0.5", "--std", "0.5,0.5,0.5"], "3 values"),
-    ("inputs the model cannot take", ["--model", "{file}:SmallCNN", "--image-size", "12,12"], "cannot take"),
-    ("factory raises", ["--model", "{file}:SmallCNN", "--model-kwargs", '{"num_classes": "ten"}'], "raised"),
-    ("not a Linear/Conv parameter", ["--model", "{file}:SmallCNN", "--layer", "features"],
-     "unknown layer or parameter 'features' in SmallCNN: choose from features.0, classifier.0, classifier.2"),
+    ("inputs the model cannot take", ["--model", "{file}:TinyCNN", "--image-size", "12,12"], "cannot take"),
+    ("factory raises", ["--model", "{file}:TinyCNN", "--model-kwargs", '{"num_classes": "ten"}'], "raised"),
+    ("not a Linear/Conv parameter", ["--model", "{file}:TinyCNN", "--layer", "conv_layers"],
+     "unknown layer or parameter 'conv_layers' in TinyCNN: choose from conv_layers.0, fc_layers.0, fc_layers.2"),
     ("empty image folder", ["--dataset", "mine", "--data-root", "{dir}/empty", "--data-source", "image_folder"],
      "empty"),
     ("column mapping names a missing column", ["--dataset", "mine", "--data-root", "{dir}/hf", "--data-columns",
