@@ -3,7 +3,7 @@
 An episode edits a private copy of the target for `episode_length` steps. Each step:
 1. decode the flat action into low-rank factors per edited layer, D = U V^T / r, with U in
    [-1, 1] and V in [0, 1] (V >= 0 breaks the U/V sign symmetry, a saddle where the policy
-   gradient vanishes; DESIGN.md section 7);
+   gradient vanishes; docs/design.md, "Measured findings");
 2. let the subclass update its state from D and write the edited matrix in place;
 3. run only the part of the network an edit can change on what the frozen rest computed
    once for the reward samples (targets/split.py), and score the logits with the task.
