@@ -19,8 +19,6 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
-import torch
 from torch import nn
 
 from rledit_ray.config import build_config, with_overrides
@@ -43,9 +41,8 @@ def edit(model: nn.Module | None = None, data=None, *, task: str = "unlearning",
     dataset), an ImageDataset, or arrays (x_train, y_train, x_test, y_test) with pixels in
     [0, 1] (or uint8) shaped (N, H, W) or (N, C, H, W). `mean`/`std`: the normalisation the
     model expects. Returns the edited model, the metrics and the run directory."""
-    from rledit_ray.build import build_inputs, build_parts
+    from rledit_ray.build import build_inputs, build_parts, normalisation
     from rledit_ray.data import preprocess_images
-    from rledit_ray.data.images import default_normalisation
     from rledit_ray.targets.sources import load_weights
     from rledit_ray.training import train
 
@@ -68,9 +65,8 @@ def edit(model: nn.Module | None = None, data=None, *, task: str = "unlearning",
         fields["target"]["python_object"] = type(model).__name__
     cfg = build_config(with_overrides(fields, settings), where="rledit_ray.edit")
     if dataset is not None:
-        m, s = (cfg.target.mean, cfg.target.std) if cfg.target.mean is not None else default_normalisation(cfg.dataset)
         size = tuple(cfg.target.image_size) if cfg.target.image_size else None
-        dataset = preprocess_images(dataset, m, s, size=size)
+        dataset = preprocess_images(dataset, *normalisation(cfg), size=size)
     parts = (build_parts(cfg, build_inputs(cfg, model=model, data=dataset))
              if model is not None or dataset is not None else build_parts(cfg))
     out = Path(out) if out is not None else Path("runs") / f"api-{cfg.task}-{cfg.world}-{time.strftime('%Y%m%d-%H%M%S')}"
@@ -91,33 +87,11 @@ def _named_data(data: str) -> dict:
 def _image_dataset(data):
     """An ImageDataset of raw pixels in [0, 1] from a dataset object or four arrays."""
     from rledit_ray.data import ImageDataset
+    from rledit_ray.data.images import images_from_arrays
 
     if isinstance(data, ImageDataset):
         return data
     if not (isinstance(data, (tuple, list)) and len(data) == 4):
         raise UserError("rledit_ray.edit: data must be a dataset name, a path, an ImageDataset or "
                         "(x_train, y_train, x_test, y_test) arrays")
-
-    def images(x, what):
-        x = torch.as_tensor(np.asarray(x))
-        if x.dtype == torch.uint8:
-            x = x.float() / 255.0
-        x = x.float()
-        if x.dim() == 3:
-            x = x.unsqueeze(1)
-        if x.dim() != 4:
-            raise UserError(f"rledit_ray.edit: {what} must be shaped (N, H, W) or (N, C, H, W) (got {tuple(x.shape)})")
-        if x.numel() and (x.min() < 0 or x.max() > 1):
-            raise UserError(f"rledit_ray.edit: {what} must hold pixels in [0, 1] (or uint8); normalisation "
-                            f"is applied from mean/std")
-        return x.contiguous()
-
-    def labels(y, n, what):
-        y = torch.as_tensor(np.asarray(y)).long().reshape(-1)
-        if len(y) != n:
-            raise UserError(f"rledit_ray.edit: {what} has {len(y)} labels for {n} images")
-        return y
-
-    x_tr, x_te = images(data[0], "x_train"), images(data[2], "x_test")
-    return ImageDataset("arrays", "Python arrays", x_tr, labels(data[1], len(x_tr), "y_train"),
-                        x_te, labels(data[3], len(x_te), "y_test"))
+    return images_from_arrays("arrays", *data)

@@ -116,14 +116,19 @@ def _task_args(cfg: RunConfig) -> dict:
             "target_margin": cfg.reward.target_margin, "kl_coef": cfg.reward.kl_coef}
 
 
+def normalisation(cfg: RunConfig) -> tuple[list[float], list[float]]:
+    """(mean, std) the run's target expects: the config's, else the dataset's usual ones."""
+    if cfg.target.mean is not None:
+        return cfg.target.mean, cfg.target.std
+    return default_normalisation(cfg.dataset)
+
+
 def image_data(cfg: RunConfig):
     """The run's images, preprocessed as its target expects."""
     size = tuple(cfg.target.image_size) if cfg.target.image_size else None
     raw = load_images(cfg.dataset, root=cfg.data_root, source=cfg.data_source, columns=cfg.data_columns or None,
                       size=size)
-    mean, std = ((cfg.target.mean, cfg.target.std) if cfg.target.mean is not None
-                 else default_normalisation(cfg.dataset))
-    return preprocess_images(raw, mean, std)
+    return preprocess_images(raw, *normalisation(cfg))
 
 
 def _unlearning_inputs(cfg: RunConfig, model: nn.Module | None = None, ds=None) -> Inputs:

@@ -247,6 +247,12 @@ def _mnist_dataset(source, x_tr, y_tr, x_te, y_te) -> ImageDataset:
     return _from_raw("mnist", RawImages(x_tr[:, None], y_tr, x_te[:, None], y_te, classes, source))
 
 
+def images_from_arrays(name: str, x_train, y_train, x_test, y_test) -> ImageDataset:
+    """An ImageDataset of raw pixels from four arrays (numpy or torch), checked as a .npz's are."""
+    arrays = {"x_train": x_train, "y_train": y_train, "x_test": x_test, "y_test": y_test}
+    return _from_raw(name, sources.raw_from_arrays(arrays, "the arrays given", "Python arrays"))
+
+
 def _from_raw(name: str, raw: RawImages) -> ImageDataset:
     def images(x: np.ndarray) -> torch.Tensor:
         # uint8 pixels / 255 in float32, exactly as the built-in datasets always were

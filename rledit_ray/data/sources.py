@@ -304,20 +304,27 @@ def load_npz(path: Path) -> RawImages:
                 raise UserError(f"npz file '{path}' lacks {', '.join(missing)} (it has {', '.join(sorted(keys))}): "
                                 f"store x_train, y_train, x_test, y_test or x, y")
             arrays = {k: archive[k] for k in wanted}
-    xs = {k: image_array(arrays[k], f"'{k}' in '{path}'") for k in wanted if k.startswith("x")}
+    return raw_from_arrays(arrays, f"'{path}'", f"npz file {path}")
+
+
+def raw_from_arrays(arrays: dict, where: str, source: str) -> RawImages:
+    """RawImages from arrays named x_train, y_train, x_test, y_test (or x, y: then split here),
+    each checked as `image_array` and `encode_labels` do."""
+    xs = {k: image_array(np.asarray(v), f"'{k}' in {where}") for k, v in arrays.items() if k.startswith("x")}
     for k, x in xs.items():
         y = arrays["y" + k[1:]]
         if len(x) != len(y):
-            raise UserError(f"'{k}' in '{path}' has {len(x)} images but 'y{k[1:]}' has {len(y)} labels")
-    if len(wanted) == 2:
-        y, classes = encode_labels(arrays["y"], f"'y' in '{path}'")
-        return split_off_test(xs["x"], y, classes, f"npz file {path}")
+            raise UserError(f"'{k}' in {where} has {len(x)} images but 'y{k[1:]}' has {len(y)} labels")
+    if len(arrays) == 2:
+        y, classes = encode_labels(arrays["y"], f"'y' in {where}")
+        return split_off_test(xs["x"], y, classes, source)
     if xs["x_train"].shape[1:] != xs["x_test"].shape[1:]:
-        raise UserError(f"'x_train' and 'x_test' in '{path}' differ in image shape "
+        raise UserError(f"'x_train' and 'x_test' in {where} differ in image shape "
                         f"({xs['x_train'].shape[1:]} vs {xs['x_test'].shape[1:]})")
     n = len(arrays["y_train"])
-    y, classes = encode_labels(np.concatenate([arrays["y_train"], arrays["y_test"]]), f"labels in '{path}'")
-    return RawImages(xs["x_train"], y[:n], xs["x_test"], y[n:], classes, f"npz file {path}")
+    y, classes = encode_labels(np.concatenate([np.asarray(arrays["y_train"]), np.asarray(arrays["y_test"])]),
+                               f"labels in {where}")
+    return RawImages(xs["x_train"], y[:n], xs["x_test"], y[n:], classes, source)
 
 
 # ----------------------------------------------------------------------------- torchvision
