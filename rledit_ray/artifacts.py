@@ -8,9 +8,10 @@ unpacks it under the output folder, atomically: a half-written run never appears
 from __future__ import annotations
 
 import io
-import shutil
 import tarfile
 from pathlib import Path
+
+from rledit_ray.atomic import replace_folder
 
 
 def pack(folder: Path) -> bytes:
@@ -31,17 +32,12 @@ class FolderSink:
         target = (self.root / relative).resolve()
         if self.root.resolve() not in target.parents:
             raise ValueError(f"'{relative}' is outside {self.root}")
-        tmp = target.with_name(target.name + ".incoming")
-        shutil.rmtree(tmp, ignore_errors=True)
-        tmp.mkdir(parents=True)
-        with tarfile.open(fileobj=io.BytesIO(archive), mode="r:gz") as tar:
-            tar.extractall(tmp, filter="data")  # "data": no absolute paths, links out, or devices
-        old = target.with_name(target.name + ".old")
-        if target.exists():
-            target.rename(old)
-        tmp.rename(target)
-        shutil.rmtree(old, ignore_errors=True)
-        return str(target)
+
+        def unpack(tmp: Path) -> None:
+            with tarfile.open(fileobj=io.BytesIO(archive), mode="r:gz") as tar:
+                tar.extractall(tmp, filter="data")  # "data": no absolute paths, links out, or devices
+
+        return str(replace_folder(target, unpack))
 
 
 def sink_on_this_node(root: Path):

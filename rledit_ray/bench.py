@@ -41,6 +41,7 @@ import torch
 from rledit_ray.config import RunConfig, build_config, with_overrides
 from rledit_ray.errors import UserError
 
+
 def third_party_target() -> dict:
     """What the "third_party" config changes: digit-recognizer-py's pretrained MNIST CNN (not an
     nn.Sequential: nested Sequentials and a reshape in forward), its output layer edited, with
@@ -87,7 +88,8 @@ class BenchOptions:
         for name in ("runners", "envs", "samples"):
             values = getattr(self, name)
             if not values or min(values) < (0 if name == "runners" else 1):
-                raise UserError(f"--{name} needs a comma-separated list of {'non-negative' if name == 'runners' else 'positive'} integers")
+                kind = "non-negative" if name == "runners" else "positive"
+                raise UserError(f"--{name} needs a comma-separated list of {kind} integers")
         if self.repeats < 1 or self.seconds <= 0:
             raise UserError("--repeats must be >= 1 and --seconds > 0")
         return self
@@ -200,7 +202,7 @@ def measure_world(cfg: RunConfig, envs: list[int], opts: BenchOptions) -> dict:
                    "over_world": {k: _paired_ratio(v, rates["world"]) for k, v in rates.items()}}
            for clock, rates in by_clock.items()}
     return {**out, "reward_rows": world.split.rows(world.reward_h), "action_dims": int(world.action_space.shape[0]),
-            "obs_dims": int(world.observation_space.shape[0]), "edited": [l.module_name for l in world.layers],
+            "obs_dims": int(world.observation_space.shape[0]), "edited": [layer.module_name for layer in world.layers],
             "device": str(world.device)}
 
 
@@ -250,8 +252,8 @@ def measure_rllib(cfg: RunConfig, runners: int, envs: int, vectorize: str, opts:
 
 def measure_ppo_iteration(cfg: RunConfig, iterations: int) -> dict:
     """Seconds per PPO iteration of the config as it trains, split as RLlib times it."""
-    from rledit_ray.training import build_algo
     from rledit_ray.build import build_world
+    from rledit_ray.training import build_algo
 
     algo = build_algo(cfg, build_world(cfg))
     try:

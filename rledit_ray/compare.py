@@ -29,12 +29,11 @@ from typing import Callable
 import numpy as np
 import torch
 
+from rledit_ray.atomic import save_figure, write_json, write_text
 from rledit_ray.baselines import BaselineSettings, baselines_for, run_baseline
 from rledit_ray.config import build_config, read_yaml_mapping, with_overrides
 from rledit_ray.errors import UserError
 from rledit_ray.evaluation import evaluate_bias, evaluate_unlearning, gap_to_retrain
-from rledit_ray.report import save_figure, write_json
-from rledit_ray.targets import atomic_write_text
 from rledit_ray.worlds.layers import resolve_edit_layers
 
 RL_PATTERN = re.compile(r"^rl_(mask|shift)(?:_(\w+))?$")
@@ -262,8 +261,8 @@ def write_outputs(out: Path) -> None:
     writer = csv.DictWriter(buf, fieldnames=keys, extrasaction="ignore", lineterminator="\n")
     writer.writeheader()
     writer.writerows(rows)
-    atomic_write_text(out / "comparison.csv", buf.getvalue())
-    atomic_write_text(out / "comparison.md", markdown_table(rows, spec) + "\n")
+    write_text(out / "comparison.csv", buf.getvalue())
+    write_text(out / "comparison.md", markdown_table(rows, spec) + "\n")
     write_plot(out / "comparison.png", rows, spec)
 
 

@@ -20,11 +20,10 @@ from pathlib import Path
 
 import torch
 
+from rledit_ray.atomic import write_json, write_text
 from rledit_ray.baselines import BASELINES, BaselineSettings, run_baseline
 from rledit_ray.errors import UserError
 from rledit_ray.evaluation import evaluate_unlearning
-from rledit_ray.report import write_json
-from rledit_ray.targets import atomic_write_text
 
 GENERALIST = "rl_generalist"  # rows are named rl_generalist_<world>: a mask and a shift policy can share a table
 DEFAULT_BASELINES = ["ssd", "neggrad_plus"]
@@ -86,8 +85,8 @@ def write_outputs(out: Path) -> None:
     writer = csv.DictWriter(buf, fieldnames=keys, extrasaction="ignore", lineterminator="\n")
     writer.writeheader()
     writer.writerows(sorted(rows, key=_order))
-    atomic_write_text(out / "comparison.csv", buf.getvalue())
-    atomic_write_text(out / "comparison.md", markdown_table(rows) + "\n")
+    write_text(out / "comparison.csv", buf.getvalue())
+    write_text(out / "comparison.md", markdown_table(rows) + "\n")
 
 
 def _order(row: dict):

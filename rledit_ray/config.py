@@ -7,7 +7,6 @@ with one line naming the field, before any work starts.
 from __future__ import annotations
 
 import copy
-
 from pathlib import Path
 from typing import Any, Literal
 

@@ -5,13 +5,12 @@ import time
 from pathlib import Path
 
 import numpy as np
-import torch
 
+from rledit_ray.atomic import write_json
+from rledit_ray.build import build_world
 from rledit_ray.config import RunConfig, load_config
 from rledit_ray.errors import UserError
-from rledit_ray.report import write_json
 from rledit_ray.targets import full_model_predict, full_model_scores, save_weights
-from rledit_ray.build import build_world
 from rledit_ray.worlds.rollout import run_episode
 
 CONFIG_NAME = "rledit_config.yaml"

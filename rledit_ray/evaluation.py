@@ -30,8 +30,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from rledit_ray.data import LabeledSet, UnlearningSplits
 from rledit_ray.baselines.common import last_linear
+from rledit_ray.data import LabeledSet, UnlearningSplits
 
 SETS = {"forget_train": "forget_train", "retain_train": "retain_train", "forget_val": "forget_val",
         "retain_val": "retain_val", "forget": "forget_test", "retain": "retain_test"}
@@ -110,7 +110,8 @@ def evaluate_unlearning(model: nn.Module, splits: UnlearningSplits, seed: int = 
     out["mia_efficacy"] = mia_efficacy(conf["retain_train"], conf["retain"], conf["forget_train"], seed)
 
     rng = np.random.default_rng(seed)
-    f_tr, r_tr = _rows(cache["forget_train"][2].numpy(), PROBE_ROWS, rng), _rows(cache["retain_train"][2].numpy(), PROBE_ROWS, rng)
+    f_tr = _rows(cache["forget_train"][2].numpy(), PROBE_ROWS, rng)
+    r_tr = _rows(cache["retain_train"][2].numpy(), PROBE_ROWS, rng)
     f_te, r_te = cache["forget"][2].numpy(), cache["retain"][2].numpy()
     out["probe_acc"] = probe_accuracy(
         np.concatenate([f_tr, r_tr]), np.r_[np.ones(len(f_tr)), np.zeros(len(r_tr))],

@@ -1,22 +1,14 @@
-"""Everything a run leaves behind, written atomically: metrics.json, report.md, curves.png,
-config.yaml and the edited weights. A run killed midway never leaves a half-written file."""
+"""What a person reads in a run directory: report.md, curves.png, and the `rledit summarize`
+table of finished runs (files written through atomic.py)."""
 from __future__ import annotations
 
 import json
 import math
-import os
 from pathlib import Path
 
 import yaml
 
-from rledit_ray.targets import atomic_write_text
-
-def write_json(path: Path, data: dict) -> None:
-    atomic_write_text(path, json.dumps(data, indent=2, default=float) + "\n")
-
-
-def write_config(path: Path, config_dict: dict) -> None:
-    atomic_write_text(path, yaml.safe_dump(config_dict, sort_keys=False))
+from rledit_ray.atomic import save_figure, write_text
 
 
 def _pct(x) -> str:
@@ -60,7 +52,7 @@ def write_report(path: Path, metrics: dict, config_dict: dict, task, sections: l
         "",
         "Full configuration: `config.yaml`. Training curves: `curves.png`.",
     ]
-    atomic_write_text(path, "\n".join(lines) + "\n")
+    write_text(path, "\n".join(lines) + "\n")
 
 
 CURVES = [("forget_val_acc", "forget (val)"), ("retain_val_acc", "retain (val)")]
@@ -82,17 +74,6 @@ def write_curves(path: Path, history: list[dict], curve_keys=CURVES) -> None:
     ax2.set(xlabel="env steps", ylabel="fraction", title="deterministic policy, validation", ylim=(-0.02, 1.02))
     ax2.legend()
     save_figure(fig, path)
-
-
-def save_figure(fig, path: Path, dpi: int = 110) -> None:
-    """Lay out, write to a temporary PNG and rename it in place, then free the figure."""
-    import matplotlib.pyplot as plt
-
-    fig.tight_layout()
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}.png")
-    fig.savefig(tmp, dpi=dpi)
-    plt.close(fig)
-    tmp.replace(path)
 
 
 BIAS_SUMMARY = [("overall_auc", "overall AUC"), ("bias_score", "bias score"),

@@ -3,7 +3,7 @@
 How to run:
     rledit sweep tune_configs/unlearning_reward_coefs.yaml --out sweeps/coefs
     rledit sweep tune_configs/unlearning_reward_coefs.yaml --out sweeps/coefs --resume
-    python -m rledit_ray.sweep SPEC.yaml --out DIR       # the same, e.g. under `ray job submit`
+    python -m rledit_ray sweep SPEC.yaml --out DIR       # the same, e.g. under `ray job submit`
 
 What to expect: one Tune trial per point of the search space, each a full `rledit train`
 run in its own trial folder (metrics.json, report.md, checkpoint of its best policy).
@@ -37,10 +37,9 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from rledit_ray.atomic import save_figure, write_json, write_text
 from rledit_ray.config import absolute_paths, build_config, read_yaml_mapping, with_overrides
 from rledit_ray.errors import UserError
-from rledit_ray.report import save_figure, write_json
-from rledit_ray.targets import atomic_write_text
 
 SCORE = "selection_score"  # reported by training.train on every evaluated iteration
 
@@ -278,7 +277,7 @@ def write_summary(grid, spec: SweepSpec, out: Path) -> list[dict]:
                           if k.endswith(("_acc", "_auc", "_score", "_gap")) and k != "score_val"})
     columns = ["trial", *spec.search_space, "status", "env_steps", "score_val", *metric_keys]
     text = _csv_text(rows, columns)
-    atomic_write_text(out / "summary.csv", text)
+    write_text(out / "summary.csv", text)
     lines = [f"# Sweep `{spec.name}`", "",
              "Ranked on `score_val` (validation, scale-free); metrics without a suffix are on held-out test data. "
              "**bold** = best trial.", "",
@@ -291,7 +290,7 @@ def write_summary(grid, spec: SweepSpec, out: Path) -> list[dict]:
     if best:
         lines += ["", f"Best trial: `{best['trial']}`; its run (checkpoint, edited weights, report): "
                       f"`{spec.name}/{best['trial']}/run`."]
-    atomic_write_text(out / "summary.md", "\n".join(lines) + "\n")
+    write_text(out / "summary.md", "\n".join(lines) + "\n")
     write_json(out / "summary.json", {"best": best and best["trial"], "trials": [
         {k: v for k, v in r.items() if k != "history"} for r in rows]})
     _plots(rows, spec, out)
@@ -361,14 +360,3 @@ def _pareto_pair(rows: list[dict]) -> list[str] | None:
         if rows and all(k in rows[0] for k in pair):
             return pair
     return None
-
-
-def main(argv: list[str] | None = None) -> int:
-    """Entry point for `python -m rledit_ray.sweep` (what `ray job submit` runs)."""
-    from rledit_ray.cli import main as cli_main
-
-    return cli_main(["sweep", *(sys.argv[1:] if argv is None else argv)])
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -22,8 +22,8 @@ import time
 import torch
 from torch.func import functional_call
 
-from rledit_ray.config import build_config
 from rledit_ray.build import build_world
+from rledit_ray.config import build_config
 
 HEADLINE = ("overall_auc", "bias_score", "worst_group_bias_auc", "counterfactual_gap")
 

@@ -12,10 +12,10 @@ from __future__ import annotations
 
 import torch
 
+from rledit_ray.build import build_world
 from rledit_ray.config import build_config
 from rledit_ray.tasks import bias_metrics as bm
 from rledit_ray.tasks.bias import _concat, soft_auc, soft_power_mean
-from rledit_ray.build import build_world
 
 KEYS = ("overall_auc", "bias_score", "worst_group_bias_auc")
 

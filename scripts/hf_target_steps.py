@@ -49,10 +49,10 @@ def main() -> None:
         rng = np.random.default_rng(0)
         x = world.task.reward_x
 
-        def world_step():
+        def world_step(world=world, rng=rng):
             world.step(rng.uniform(-1, 1, world.action_space.shape).astype(np.float32))
 
-        def full_forward():
+        def full_forward(world=world, x=x):
             with torch.inference_mode():
                 call_model(world.model, x)
 

@@ -96,31 +96,17 @@ def make_module(**model_config):
 
 
 @pytest.fixture(scope="module")
-def ray_cluster(tmp_path_factory):
-    home = os.environ.get("HOME")
+def ray_cluster(ray_local):
+    """The session's Ray, with this file's ToyEditEnv shipped by value (remote EnvRunners
+    cannot import a test file)."""
     threads = torch.get_num_threads()
-    # A temp HOME keeps ~/ray_results (and Ray's other dot-dirs) out of the real one.
-    os.environ["HOME"] = str(tmp_path_factory.mktemp("home"))
     # The learner runs in this process: on 2 shared cores, torch's intra-op threads
     # contend with each other and with the env; one thread ran PPO updates ~15x faster.
     torch.set_num_threads(1)
-    # Remote EnvRunners cannot import this test file: ship ToyEditEnv by value.
     ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])
-    ray.init(
-        num_cpus=2,
-        include_dashboard=False,
-        log_to_driver=False,
-        object_store_memory=200 * 2**20,
-        _node_ip_address="127.0.0.2",
-    )
-    yield
-    ray.shutdown()
+    yield ray_local
     ray.cloudpickle.unregister_pickle_by_value(sys.modules[__name__])
     torch.set_num_threads(threads)
-    if home is None:
-        os.environ.pop("HOME", None)
-    else:
-        os.environ["HOME"] = home
 
 
 def test_module_shapes_and_initial_policy():
@@ -275,3 +261,19 @@ def test_value_head_starts_near_zero():
     obs = torch.as_tensor(np.random.default_rng(0).normal(0, 30, size=(256, OBS_DIM)), dtype=torch.float32)
     values = module.compute_values({Columns.OBS: obs})
     assert values.abs().max() < 0.5
+
+
+def test_the_copied_ppo_loss_still_matches_the_installed_rllib():
+    """EditPPOLearner's loss is a copy of RLlib's with one line changed: when RLlib's own
+    loss changes, this fails, so the copy is re-read instead of silently drifting."""
+    import hashlib
+    import inspect
+
+    from ray.rllib.algorithms.ppo.torch.ppo_torch_learner import PPOTorchLearner
+
+    from rledit_ray.agent.learner import RLLIB_LOSS_FINGERPRINT
+
+    source = inspect.getsource(PPOTorchLearner.compute_loss_for_module)
+    assert hashlib.sha256(source.encode()).hexdigest()[:16] == RLLIB_LOSS_FINGERPRINT, (
+        f"ray {ray.__version__} changed PPOTorchLearner.compute_loss_for_module: carry its changes "
+        "into rledit_ray/agent/learner.py and update RLLIB_LOSS_FINGERPRINT")

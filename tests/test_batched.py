@@ -2,8 +2,8 @@
 import numpy as np
 import pytest
 
-from rledit_ray.config import build_config
 from rledit_ray.build import build_env, build_world
+from rledit_ray.config import build_config
 from rledit_ray.worlds import WorldBatch
 
 DIGITS = {"dataset": "digits", "forget_classes": [3], "samples": {"per_set": 32}, "episode_length": 3}

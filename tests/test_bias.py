@@ -78,18 +78,21 @@ def test_splits_are_disjoint_deterministic_and_stratified():
 
 
 # ----------------------------------------------------------------------------- encoder
-def test_embedding_cache_hit_does_not_run_the_encoder():
+def test_embedding_cache_hit_does_not_run_the_encoder(monkeypatch):
     from rledit_ray.targets import encoder
 
+    encoded = []
+    real_encode = encoder._encode
+    monkeypatch.setattr(encoder, "_encode", lambda texts, path: encoded.append(len(texts)) or real_encode(texts, path))
     texts = ["women are great engineers", "muslims are my neighbours", f"cache probe {np.random.rand()}"]
     first = encoder.embed_texts(texts)
-    runs = encoder.ENCODER_CALLS["batches"]
+    assert encoded == [3]
     assert first.shape == (3, 384) and np.allclose(np.linalg.norm(first, axis=1), 1, atol=1e-5)
     second = encoder.embed_texts(texts)
-    assert encoder.ENCODER_CALLS["batches"] == runs  # served from disk
+    assert encoded == [3]  # served from disk
     assert np.array_equal(first, second)
     encoder.embed_texts(texts[:2])  # other content, other key
-    assert encoder.ENCODER_CALLS["batches"] == runs + 1
+    assert encoded == [3, 2]
 
 
 # ----------------------------------------------------------------------------- task

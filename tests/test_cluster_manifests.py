@@ -5,9 +5,9 @@ import shlex
 from pathlib import Path
 
 import pytest
+import ray
 import yaml
 
-import ray
 from rledit_ray.cli import _parser
 from rledit_ray.config import load_config
 

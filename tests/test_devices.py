@@ -7,9 +7,9 @@ import pytest
 import torch
 
 from rledit_ray.agent.ppo import AgentSettings, build_ppo_config, runner_env_config
+from rledit_ray.build import build_world
 from rledit_ray.config import build_config
 from rledit_ray.worlds import base
-from rledit_ray.build import build_world
 
 LAYOUT = [{"name": "fc2", "m": 10, "n": 32, "rank": 1}]
 

@@ -12,8 +12,8 @@ from rledit_ray.cli import main
 from rledit_ray.data import load_dataset
 from rledit_ray.data.images import ImageDataset
 from rledit_ray.errors import UserError
-from rledit_ray.tasks.requests import UnlearningRequests
 from rledit_ray.targets import load_target
+from rledit_ray.tasks.requests import UnlearningRequests
 from rledit_ray.worlds import MaskWorld, WorldSettings
 from rledit_ray.worlds.rowwise import unpack_observation
 

@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 import torch
 
-from rledit_ray.config import build_config
 from rledit_ray.build import build_world
+from rledit_ray.config import build_config
 from rledit_ray.worlds import MaskWorld, WorldBatch, WorldSettings
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")

@@ -11,7 +11,7 @@ from torch import nn
 
 from rledit_ray.targets import digits_cnn
 from rledit_ray.targets.split import PACKED_INPUTS, FullSplit, call_model, split_model
-from rledit_ray.worlds import MaskWorld, WorldSettings, WorldBatch
+from rledit_ray.worlds import MaskWorld, WorldBatch, WorldSettings
 from rledit_ray.worlds import base as world_base
 
 

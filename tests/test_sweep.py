@@ -45,7 +45,7 @@ def test_every_shipped_spec_is_valid():
 
 
 def test_cli_reports_a_bad_spec_in_one_line(tmp_path):
-    result = subprocess.run([sys.executable, "-m", "rledit_ray.sweep", str(write_spec(tmp_path, search_space={})),
+    result = subprocess.run([sys.executable, "-m", "rledit_ray", "sweep", str(write_spec(tmp_path, search_space={})),
                              "--out", str(tmp_path / "out")], capture_output=True, text=True, timeout=120)
     assert result.returncode == 2
     assert result.stderr.strip().count("\n") == 0 and "search_space is empty" in result.stderr
@@ -61,7 +61,7 @@ def test_sweep_killed_midway_resumes_without_redoing_finished_trials(tmp_path):
     spec = write_spec(tmp_path, max_concurrent_trials=1,
                       search_space={"reward.utility_coef": {"grid": [1.0, 2.0, 4.0]}})
     out = tmp_path / "out"
-    cmd = [sys.executable, "-m", "rledit_ray.sweep", str(spec), "--out", str(out)]
+    cmd = [sys.executable, "-m", "rledit_ray", "sweep", str(spec), "--out", str(out)]
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     driver = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                               start_new_session=True)

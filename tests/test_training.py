@@ -9,15 +9,7 @@ from rledit_ray.cli import main
 
 
 @pytest.fixture(scope="module")
-def ray_session():
-    import ray
-
-    yield
-    ray.shutdown()
-
-
-@pytest.fixture(scope="module")
-def trained_run(tmp_path_factory, ray_session):
+def trained_run(tmp_path_factory, ray_local):
     root = tmp_path_factory.mktemp("train")
     cfg = root / "fast.yaml"
     cfg.write_text(yaml.safe_dump(FAST))
@@ -67,7 +59,7 @@ def test_eval_of_the_edited_weights_matches_the_run(trained_run, capsys):
 
 @pytest.mark.slow
 @pytest.mark.parametrize("world", ["mask", "shift"])
-def test_policy_learns_to_forget_on_digits(world, tmp_path, ray_session):
+def test_policy_learns_to_forget_on_digits(world, tmp_path, ray_local):
     """The edit is learned: the trained policy forgets, a random policy does not."""
     # shift also runs its EnvRunner's sub-envs as one WorldBatch (2 worlds, stacked forward).
     envs = {"mask": 1, "shift": 2}[world]

@@ -9,11 +9,11 @@ from gymnasium.utils.env_checker import check_env
 from torch import nn
 
 import rledit_ray  # noqa: F401  (registers the env ids)
+from rledit_ray.build import build_world
 from rledit_ray.data import load_dataset, unlearning_splits
 from rledit_ray.errors import UserError
 from rledit_ray.targets import full_model_predict, load_target
 from rledit_ray.tasks import UnlearningTask
-from rledit_ray.build import build_world
 from rledit_ray.worlds import MaskWorld, ShiftWorld, WorldSettings
 from rledit_ray.worlds.rollout import random_policy, run_episode
 

@@ -14,7 +14,12 @@ advantage, so a sample whose ratio ran away contributes a constant (no gradient)
 an unbounded term, and the log-ratio is clamped before exp() so nothing overflows on the way.
 For ratios inside [1 - clip, dual_clip] the loss equals RLlib's.
 
-Everything else (value loss, entropy, KL, metrics) is RLlib's PPOTorchLearner, unchanged.
+`EditPPOLearner.compute_loss_for_module` is a copy of ray 2.60.0's
+`PPOTorchLearner.compute_loss_for_module` (ray/rllib/algorithms/ppo/torch/ppo_torch_learner.py)
+with the surrogate line replaced and two metrics added; value loss, entropy and KL are
+RLlib's, unchanged. RLlib offers no narrower hook (the surrogate is inline in that method).
+`RLLIB_LOSS_FINGERPRINT` is a hash of the copied method's source, and a test fails when the
+installed RLlib's differs: then re-read RLlib's loss and carry its changes over.
 """
 
 from __future__ import annotations
@@ -38,6 +43,8 @@ DUAL_CLIP = 3.0  # the paper's value; the bound a negative advantage's ratio can
 # exp(20) ~ 5e8: far beyond any clip bound (so the loss is unchanged) and far from overflow.
 MAX_LOG_RATIO = 20.0
 CLIP_FRACTION_KEY = "clip_fraction"
+# sha256 (first 16 hex digits) of inspect.getsource(PPOTorchLearner.compute_loss_for_module), ray 2.60.0.
+RLLIB_LOSS_FINGERPRINT = "c94d6a6faf8906ac"
 LOG_RATIO_KEY = "mean_abs_log_ratio"
 
 

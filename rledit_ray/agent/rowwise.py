@@ -33,8 +33,7 @@ from ray.rllib.core.rl_module.torch import TorchRLModule
 from ray.rllib.utils.annotations import override
 from torch import nn
 
-from rledit_ray.agent.module import (DEFAULT_INITIAL_LOG_STD, HEAD_INIT_STD, VALUE_INIT_STD, ModeFreeTrain, _mlp,
-                                     _small_linear)
+from rledit_ray.agent.module import DEFAULT_INITIAL_LOG_STD, HEAD_INIT_STD, VALUE_INIT_STD, ModeFreeTrain, _mlp, _small_linear
 from rledit_ray.worlds.rowwise import unpack_observation
 
 DEFAULT_WIDTH = 64

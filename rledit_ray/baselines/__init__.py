@@ -22,8 +22,7 @@ from typing import Callable
 
 from torch import nn
 
-from rledit_ray.baselines import (finetune, gradient_ascent, leace, neggrad_plus, random_labels, retrain,
-                                  reweighted_finetune, ssd)
+from rledit_ray.baselines import finetune, gradient_ascent, leace, neggrad_plus, random_labels, retrain, reweighted_finetune, ssd
 from rledit_ray.baselines.common import BaselineSettings
 from rledit_ray.errors import UserError
 

@@ -19,7 +19,13 @@ from pathlib import Path
 import numpy as np
 
 from rledit_ray.data.sources import (
-    HF_FILE_SUFFIXES, RawImages, SameShape, decode_image, encode_labels, image_array, split_off_test,
+    HF_FILE_SUFFIXES,
+    RawImages,
+    SameShape,
+    decode_image,
+    encode_labels,
+    image_array,
+    split_off_test,
 )
 from rledit_ray.errors import UserError, user_file_errors
 

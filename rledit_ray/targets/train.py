@@ -9,15 +9,15 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 from torch import nn
 
+from rledit_ray.atomic import save_safetensors, write_text
 from rledit_ray.cache import fingerprint
 from rledit_ray.data import ImageDataset, pools
 from rledit_ray.errors import UserError
@@ -138,18 +138,7 @@ def load_target(ds: ImageDataset, seed: int = 0) -> tuple[nn.Module, dict]:
 
 
 def save_weights(model: nn.Module, path: Path, meta: dict) -> None:
-    """Weights (safetensors) and metadata (json), each written atomically."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    """Weights (safetensors, metadata inside too) and metadata (json beside), each atomic."""
     state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    save_file(state, str(tmp), metadata={"rledit": json.dumps(meta)})
-    os.replace(tmp, path)
-    atomic_write_text(path.with_suffix(".json"), json.dumps(meta, indent=2))
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    tmp.write_text(text)
-    os.replace(tmp, path)
+    save_safetensors(state, path, metadata={"rledit": json.dumps(meta)})
+    write_text(Path(path).with_suffix(".json"), json.dumps(meta, indent=2))
