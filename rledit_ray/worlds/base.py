@@ -8,9 +8,10 @@ An episode edits a private copy of the target for `episode_length` steps. Each s
 3. run only the part of the network an edit can change on what the frozen rest computed
    once for the reward samples (targets/split.py), and score the logits with the task.
 
-Observation ("weights"): the current edited weights divided by their original scale (exact
-while they fit `obs_budget` values, else a fixed random sketch), the reward terms, and t / T.
-Observation ("rowwise", worlds/rowwise.py): the request described by data, per output row.
+Observation: what `settings.observation` names, built by its observer (worlds/observation.py):
+"weights", the edited weights in units of their original spread (exact, or a fixed random
+sketch past `obs_budget` values), the reward terms and t / T; "rowwise" (worlds/rowwise.py),
+the request described by data, per output row.
 
 Requests: given `requests` (tasks/requests.py), each reset samples the episode's forget
 class from its training requests (or takes the one `use_request` pinned), so one world
@@ -20,7 +21,6 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import math
 import os
 import sys
 from dataclasses import dataclass
@@ -33,13 +33,15 @@ from torch import nn
 from rledit_ray import defaults as D
 from rledit_ray.errors import UserError
 from rledit_ray.targets.split import split_model
-from rledit_ray.worlds import rowwise
 from rledit_ray.worlds.layers import EditLayer, resolve_edit_layers
+from rledit_ray.worlds.observation import WeightsObservation
+from rledit_ray.worlds.rowwise import RowwiseObservation
 
 log = logging.getLogger(__name__)
 REWARD_MODES = ("improvement", "level")
 MASK_UPDATES = ("multiplicative", "additive")
-OBSERVATIONS = ("weights", "rowwise")
+OBSERVERS = {"weights": WeightsObservation, "rowwise": RowwiseObservation}
+OBSERVATIONS = tuple(OBSERVERS)
 # Reward terms put into the observation when a task does not declare its own `observed_terms`.
 OBSERVED_TERMS = ("utility", "objective")
 
@@ -119,23 +121,6 @@ def _to_stderr(message: str, *args) -> None:
     print(message % args, file=sys.stderr, flush=True)
 
 
-class GaussianSketch:
-    """L W R for fixed Gaussian L (a x rows) and R (cols x b): a Johnson-Lindenstrauss
-    projection of a layer too big to observe exactly. Measured against sparser sketches
-    (count sketch by index_add, block sums): a dense matmul was as fast or faster here, and
-    it costs ~0.4 ms for a 128 x 1569 layer next to a ~7 ms forward pass."""
-
-    def __init__(self, m: int, n: int, a: int, b: int, gen: torch.Generator, device):
-        self.rows, self.cols = a, b
-        # An axis that fits is kept exact (no identity matmul).
-        self.left = None if a == m else (torch.randn(a, m, generator=gen) / math.sqrt(m)).to(device)
-        self.right = (torch.randn(n, b, generator=gen) / math.sqrt(n)).to(device)
-
-    def __call__(self, w: torch.Tensor) -> torch.Tensor:
-        w = w @ self.right
-        return w if self.left is None else self.left @ w
-
-
 class EditWorld(gym.Env):
     """Base class; subclasses define the edit state (`_reset_state`, `_edit`)."""
 
@@ -177,20 +162,12 @@ class EditWorld(gym.Env):
         ]
         n_act = sum(r * (layer.rows + layer.cols) for layer in self.layers)
         self.action_space = gym.spaces.Box(-1.0, 1.0, (n_act,), np.float32)
-        self._sketches = self._make_sketches()
-        n_globals = len(self.observed_terms) + 1
-        if self.settings.observation == "rowwise":
-            rowwise.check_rowwise_edit(self.layers, self.split.sequential_suffix, self.reference_logits)
-            self.obs_layout = rowwise.obs_layout(self.layers[0].rows, self.layers[0].cols, n_globals)
-            n_obs = rowwise.obs_size(self.obs_layout)
-        else:
-            self.obs_layout = None
-            n_obs = sum(self._observed_size(i) for i in range(len(self.layers))) + n_globals
-        self.observation_space = gym.spaces.Box(-np.inf, np.inf, (n_obs,), np.float32)
+        self.observer = OBSERVERS[self.settings.observation](self)
+        self.obs_layout = self.observer.layout  # what the agent needs to unpack an observation
+        self.observation_space = gym.spaces.Box(-np.inf, np.inf, (self.observer.size,), np.float32)
         self.t = 0
         self._reset_state()
         self.matrices = list(self.original)
-        self._original_weights_obs = self._observe_weights()  # every episode starts from it
 
     # ------------------------------------------------------------------ subclass hooks
     def _reset_state(self) -> None:
@@ -211,14 +188,14 @@ class EditWorld(gym.Env):
             layer.write(w0)
         # The edited matrices as last written (observed without reading them back).
         self.matrices = list(self.original)
-        self._weights_obs = self._original_weights_obs
+        self.observer.on_reset(self)
         if self.requests is not None:  # after the restore: a request's reference is the original network
             k = self.pinned_request if self.pinned_request is not None else self.requests.sample(self.np_random)
             self._use_request(k)
         self.terms = dict(self.initial_terms)
         self._score = self._weighted(self.terms)
-        self._logits = self.reference_logits
-        return self._observe(), dict(self.terms)
+        self.last_logits = self.reference_logits
+        return self.observer.observe(self), dict(self.terms)
 
     def step(self, action):
         self.apply_action(action)
@@ -233,10 +210,7 @@ class EditWorld(gym.Env):
             for i, (layer, (u, v)) in enumerate(zip(self.layers, self.factors(action))):
                 self.matrices[i] = self._edit(i, u, v)
                 layer.write(self.matrices[i])
-        # Observed now, while the new matrices are still in cache: after the forward pass
-        # (which streams the reward samples through) they are not, and the same sketch cost
-        # ~2x as much (measured on MNIST fc1, 128 x 1569, 2,048 samples).
-        self._weights_obs = self._observe_weights()
+        self.observer.after_edit(self)
 
     def reward_logits(self) -> torch.Tensor:
         """The edited network's logits on the reward samples (suffix only)."""
@@ -244,7 +218,7 @@ class EditWorld(gym.Env):
 
     def finish_step(self, logits: torch.Tensor):
         """Score the edited logits: the rest of gymnasium's step() tuple."""
-        self._logits = logits
+        self.last_logits = logits  # the row-wise observation describes them
         self.terms = self.task.reward_terms(logits, self.reference_logits)
         score = self._weighted(self.terms)
         if self.settings.reward_mode == "improvement":
@@ -256,7 +230,7 @@ class EditWorld(gym.Env):
         # The edit is finished after T steps: a true terminal state (t/T is observed), so
         # PPO must not bootstrap past it.
         terminated = self.t >= self.settings.episode_length
-        return self._observe(), float(reward), terminated, False, dict(self.terms)
+        return self.observer.observe(self), float(reward), terminated, False, dict(self.terms)
 
     # ------------------------------------------------------------------ requests
     def use_request(self, k: int | None) -> None:
@@ -291,7 +265,6 @@ class EditWorld(gym.Env):
             reference = self.split.suffix(self.reward_h)
             self._references[key] = (reference, task.reward_terms(reference, reference))
         self.reference_logits, self.initial_terms = self._references[key]
-        self._column_features = None  # request data, computed once per request when observed
 
     # ------------------------------------------------------------------ helpers
     def factors(self, action: torch.Tensor) -> list[tuple[torch.Tensor, torch.Tensor]]:
@@ -312,67 +285,6 @@ class EditWorld(gym.Env):
     def _weighted(self, terms: dict) -> float:
         s = self.settings
         return s.utility_coef * terms["utility"] + s.objective_coef * terms["objective"]
-
-    def _budget_per_layer(self) -> int:
-        return max(1, self.settings.obs_budget // len(self.layers))
-
-    def _observed_size(self, i: int) -> int:
-        sketch = self._sketches[i]
-        if sketch is None:
-            return self.layers[i].rows * self.layers[i].cols
-        return sketch.rows * sketch.cols
-
-    def _make_sketches(self) -> list[GaussianSketch | None]:
-        """Fixed random projections (rows x cols -> a x b, a*b <= budget) for layers too big
-        to observe exactly; seeded so every env of a run sees the same sketch."""
-        gen = torch.Generator().manual_seed(self.settings.seed + 7919)
-        budget, sketches = self._budget_per_layer(), []
-        for layer in self.layers:
-            m, n = layer.rows, layer.cols
-            if m * n <= budget:
-                sketches.append(None)
-                continue
-            # Keep every row (output unit) exact when that still leaves >= 16 sketched
-            # columns: rows are what an edit treats differently, and it halves the cost
-            # (one projection instead of two, over fewer columns).
-            a = m if budget // m >= 16 else min(m, max(1, math.isqrt(budget)))
-            b = max(1, budget // a)
-            sketches.append(GaussianSketch(m, n, a, b, gen, self.device))
-        return sketches
-
-    def _observe(self) -> np.ndarray:
-        if self.settings.observation == "rowwise":
-            return self._observe_rowwise()
-        return np.concatenate([self._weights_obs, np.asarray(self._global_features(), np.float32)])
-
-    def _observe_weights(self) -> np.ndarray | None:
-        """The observed part of the current matrices (exact, or sketched), in W0-std units."""
-        if self.settings.observation == "rowwise":
-            return None
-        parts = []
-        with torch.inference_mode():
-            for w, scale, sketch in zip(self.matrices, self.scales, self._sketches):
-                parts.append((w if sketch is None else sketch(w)).reshape(-1) / scale)
-            return torch.cat(parts).cpu().numpy()
-
-    def _global_features(self) -> list[float]:
-        """What every observation ends with: the observed reward terms and t / T."""
-        return [self.terms[k] for k in self.observed_terms] + [self.t / self.settings.episode_length]
-
-    def _observe_rowwise(self) -> np.ndarray:
-        layer = self.layers[0]
-        with torch.inference_mode():
-            if self._column_features is None:
-                self._column_features = rowwise.column_features(self.reward_h, self.task.n_forget,
-                                                                layer.bias is not None)
-            obs = torch.cat([
-                rowwise.row_features(self._logits, self.task.reward_y, self.task.n_forget,
-                                     self.reference_logits).reshape(-1),
-                self._column_features.reshape(-1),
-                torch.stack([self.matrices[0] / self.scales[0], self.original[0] / self.scales[0]], -1).reshape(-1),
-                torch.tensor(self._global_features(), dtype=torch.float32, device=self.device),
-            ])
-            return obs.float().cpu().numpy()
 
     def _prefix_activations(self, key: str, x: torch.Tensor):
         """What the split caches for input set `key` (a tensor for a Sequential target): computed

@@ -13,13 +13,17 @@ request's samples do to it under the current weights, packed flat (gymnasium Box
 
 Relabelling the classes permutes the row blocks (and the matrix rows) and nothing else, which
 is what lets one network applied per row (agent/rowwise.py) serve any class.
+
+`RowwiseObservation` is the world's observer (worlds/observation.py) built from these functions.
 """
 from __future__ import annotations
 
+import numpy as np
 import torch
 from torch import nn
 
 from rledit_ray.errors import UserError
+from rledit_ray.worlds.observation import Observer, global_features, n_globals
 
 ROW_FEATURES = 8
 COL_FEATURES = 3
@@ -92,3 +96,35 @@ def unpack_observation(obs: torch.Tensor, layout: dict) -> dict[str, torch.Tenso
     rows, cols, matrix, glob = torch.split(obs, [m * fr, n * fc, m * n * ch, g], dim=-1)
     return {"rows": rows.reshape(b, m, fr), "cols": cols.reshape(b, n, fc),
             "matrix": matrix.reshape(b, m, n, ch), "globals": glob}
+
+
+class RowwiseObservation(Observer):
+    """`row_features`, `column_features`, the current and original matrix, the global features."""
+
+    def __init__(self, world):
+        layer = world.layers[0]
+        check_rowwise_edit(world.layers, world.split.sequential_suffix, world.reference_logits)
+        self.layout = obs_layout(layer.rows, layer.cols, n_globals(world))
+        self.size = obs_size(self.layout)
+        self._has_bias = layer.bias is not None
+        self._columns, self._columns_task = None, None
+
+    def observe(self, world) -> np.ndarray:
+        with torch.inference_mode():
+            obs = torch.cat([
+                row_features(world.last_logits, world.task.reward_y, world.task.n_forget,
+                             world.reference_logits).reshape(-1),
+                self._column_features(world).reshape(-1),
+                torch.stack([world.matrices[0] / world.scales[0], world.original[0] / world.scales[0]],
+                            -1).reshape(-1),
+                torch.tensor(global_features(world), dtype=torch.float32, device=world.device),
+            ])
+            return obs.float().cpu().numpy()
+
+    def _column_features(self, world) -> torch.Tensor:
+        """Request data, computed once per task: tasks/requests.py keeps one task object per
+        request, and a dropped request comes back as a new one over new activations."""
+        if self._columns_task is not world.task:
+            self._columns = column_features(world.reward_h, world.task.n_forget, self._has_bias)
+            self._columns_task = world.task
+        return self._columns
