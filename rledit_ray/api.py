@@ -77,7 +77,7 @@ def edit(model: nn.Module | None = None, data=None, *, task: str = "unlearning",
 
 
 def _named_data(data: str) -> dict:
-    from rledit_ray.config import DATASETS
+    from rledit_ray.names import DATASETS
 
     if data in DATASETS:
         return {"dataset": data}

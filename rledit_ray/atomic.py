@@ -65,6 +65,13 @@ def save_safetensors(state: dict, path: str | Path, metadata: dict[str, str] | N
         save_file(state, str(tmp), metadata=metadata)
 
 
+def save_weights(model, path: str | Path, meta: dict) -> None:
+    """A model's weights (safetensors, with `meta` inside too) and `meta` as json beside them."""
+    state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
+    save_safetensors(state, path, metadata={"rledit": json.dumps(meta)})
+    write_json(Path(path).with_suffix(".json"), meta)
+
+
 def save_figure(fig, path: str | Path, dpi: int = 110) -> None:
     """Lay out, write the PNG, then free the figure (pyplot keeps every open one alive)."""
     import matplotlib.pyplot as plt

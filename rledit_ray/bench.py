@@ -27,7 +27,6 @@ use --world-only --device cuda to see it, and many batched sub-envs to amortise 
 from __future__ import annotations
 
 import argparse
-import itertools
 import json
 import os
 import statistics
@@ -35,9 +34,9 @@ import sys
 import time
 from dataclasses import dataclass, field
 
-import numpy as np
 import torch
 
+from rledit_ray import timing
 from rledit_ray.config import RunConfig, build_config, with_overrides
 from rledit_ray.errors import UserError
 
@@ -100,90 +99,6 @@ def bench_config(name: str, opts: BenchOptions, **changes) -> RunConfig:
     return build_config(with_overrides({**base, **BENCH_CONFIGS[name]()}, changes)).check()
 
 
-# ---------------------------------------------------------------------- timing helpers
-CLOCKS = ("wall", "cpu")
-
-
-def _rate(run, seconds: float) -> dict[str, float]:
-    """Units per second of `run()` (which returns how many units it did), called until at
-    least `seconds` of wall time have passed; by the wall clock and by this process's CPU
-    time. On a shared machine the CPU clock leaves out the time other jobs held the cores,
-    so it measures the cost of in-process work (it is meaningless for remote runners)."""
-    done, wall0, cpu0 = 0, time.perf_counter(), time.process_time()
-    while True:
-        done += run()
-        wall = time.perf_counter() - wall0
-        if wall >= seconds:
-            return {"wall": done / wall, "cpu": done / max(time.process_time() - cpu0, 1e-9)}
-
-
-def _interleaved(measures: dict, repeats: int, seconds: float) -> dict[str, dict[str, list[float]]]:
-    """{clock: {measure: rate per repeat}}, the repeats taken in turn (a, b, c, a, b, c, ...)
-    so that repeat i of every measure saw about the same machine load."""
-    rates = {clock: {name: [] for name in measures} for clock in CLOCKS}
-    for run in measures.values():  # warm-up: first calls allocate and fill caches
-        run()
-    for _ in range(repeats):
-        for name, run in measures.items():
-            for clock, rate in _rate(run, seconds).items():
-                rates[clock][name].append(rate)
-    return rates
-
-
-def _median(values: list[float]) -> float:
-    return statistics.median(values)
-
-
-def _paired_ratio(top: list[float], bottom: list[float]) -> float:
-    """Median over repeats of top/bottom measured in the same repeat: steadier than a ratio
-    of medians when the load changes between repeats."""
-    return statistics.median(t / b for t, b in zip(top, bottom))
-
-
-def _forward_pass(world):
-    # A step ends in host values (reward terms, observation), so it waits for the device;
-    # the forward pass alone must wait too, or a GPU would time only the kernel launches.
-    sync = torch.cuda.synchronize if world.device.type == "cuda" else (lambda: None)
-
-    def run():
-        world.reward_logits()
-        sync()
-        return 1
-    return run
-
-
-def _action_cycle(space, seed: int):
-    """64 fixed random actions, repeated: drawing fresh ones would time the RNG too."""
-    return itertools.cycle(np.random.default_rng(seed).uniform(-1, 1, (64,) + space.shape).astype(np.float32))
-
-
-def _world_steps(world, seed: int = 0):
-    actions = _action_cycle(world.action_space, seed)
-    world.reset(seed=seed)
-
-    def run():
-        _, _, terminated, truncated, _ = world.step(next(actions))
-        if terminated or truncated:
-            world.reset()
-        return 1
-    return run
-
-
-def _batch_steps(batch, seed: int = 0):
-    actions = _action_cycle(batch.action_space, seed)
-    batch.reset(seed=seed)
-    resetting = np.zeros(batch.num_envs, bool)
-
-    def run():
-        nonlocal resetting
-        # Steps of sub-envs that were resetting (next-step autoreset) are not env steps.
-        stepped = int((~resetting).sum())
-        _, _, terminated, truncated, _ = batch.step(next(actions))
-        resetting = terminated | truncated
-        return stepped
-    return run
-
-
 # ---------------------------------------------------------------------- measurements
 def measure_world(cfg: RunConfig, envs: list[int], opts: BenchOptions) -> dict:
     """Limit, one world and WorldBatches of each size, interleaved; per clock, the median
@@ -192,14 +107,14 @@ def measure_world(cfg: RunConfig, envs: list[int], opts: BenchOptions) -> dict:
     from rledit_ray.worlds import WorldBatch
 
     world = build_world(cfg)
-    measures = {"limit": _forward_pass(world), "world": _world_steps(world)}
+    measures = {"limit": timing.forward_pass(world), "world": timing.world_steps(world)}
     for m in envs:
         if m > 1:
-            measures[f"batch{m}"] = _batch_steps(WorldBatch(lambda: build_world(cfg), m))
-    by_clock = _interleaved(measures, opts.repeats, opts.seconds)
-    out = {clock: {"rates": {k: _median(v) for k, v in rates.items()},
-                   "over_limit": {k: _paired_ratio(v, rates["limit"]) for k, v in rates.items()},
-                   "over_world": {k: _paired_ratio(v, rates["world"]) for k, v in rates.items()}}
+            measures[f"batch{m}"] = timing.batch_steps(WorldBatch(lambda: build_world(cfg), m))
+    by_clock = timing.interleaved(measures, opts.repeats, opts.seconds)
+    out = {clock: {"rates": {k: timing.median(v) for k, v in rates.items()},
+                   "over_limit": {k: timing.paired_ratio(v, rates["limit"]) for k, v in rates.items()},
+                   "over_world": {k: timing.paired_ratio(v, rates["world"]) for k, v in rates.items()}}
            for clock, rates in by_clock.items()}
     return {**out, "reward_rows": world.split.rows(world.reward_h), "action_dims": int(world.action_space.shape[0]),
             "obs_dims": int(world.observation_space.shape[0]), "edited": [layer.module_name for layer in world.layers],
@@ -238,16 +153,16 @@ def measure_rllib(cfg: RunConfig, runners: int, envs: int, vectorize: str, opts:
         # About a quarter of a second of raw world steps per call, in whole episodes.
         T = cfg.episode_length
         steps = max(envs * T, int(world_rate * 0.25) // T * T)
-        measures = {"world": _world_steps(world), "rllib": _sampling(algo, runners, steps)}
-        rates = _interleaved(measures, opts.repeats, opts.seconds)
+        measures = {"world": timing.world_steps(world), "rllib": _sampling(algo, runners, steps)}
+        rates = timing.interleaved(measures, opts.repeats, opts.seconds)
     finally:
         algo.stop()
     wall, cpu = rates["wall"], rates["cpu"]
     return {"runners": runners, "envs_per_runner": envs, "vectorize": vectorize,
-            "rllib_steps_per_s": _median(wall["rllib"]), "world_steps_per_s": _median(wall["world"]),
-            "rllib_over_world": _paired_ratio(wall["rllib"], wall["world"]),
+            "rllib_steps_per_s": timing.median(wall["rllib"]), "world_steps_per_s": timing.median(wall["world"]),
+            "rllib_over_world": timing.paired_ratio(wall["rllib"], wall["world"]),
             # Only the driver's own runner samples inside this process.
-            "cpu_rllib_over_world": _paired_ratio(cpu["rllib"], cpu["world"]) if runners == 0 else None}
+            "cpu_rllib_over_world": timing.paired_ratio(cpu["rllib"], cpu["world"]) if runners == 0 else None}
 
 
 def measure_ppo_iteration(cfg: RunConfig, iterations: int) -> dict:

@@ -38,7 +38,7 @@ from rledit_ray.targets.text_head import load_text_head
 from rledit_ray.tasks import BiasTask, UnlearningTask
 from rledit_ray.tasks.bias import bias_data
 from rledit_ray.tasks.requests import UnlearningRequests
-from rledit_ray.worlds.base import EditWorld, WorldSettings
+from rledit_ray.worlds.base import EditWorld
 from rledit_ray.worlds.batched import WorldBatch
 from rledit_ray.worlds.mask import MaskWorld
 from rledit_ray.worlds.shift import ShiftWorld
@@ -268,23 +268,6 @@ def _received_parts(ref) -> Parts:
 
 
 # ----------------------------------------------------------------------------- worlds
-def world_settings(cfg: RunConfig) -> WorldSettings:
-    return WorldSettings(
-        rank=cfg.rank,
-        step_size=cfg.effective_step_size,
-        mask_bounds=tuple(cfg.mask_bounds),
-        mask_update=cfg.mask_update,
-        episode_length=cfg.episode_length,
-        utility_coef=cfg.reward.utility_coef,
-        objective_coef=cfg.reward.objective_coef,
-        reward_mode=cfg.reward.mode,
-        obs_budget=cfg.obs_budget,
-        observation="rowwise" if cfg.generalist is not None else "weights",
-        seed=cfg.seed,
-        device=cfg.device,
-    )
-
-
 def _as_config(config: RunConfig | dict) -> RunConfig:
     if isinstance(config, RunConfig):
         return config.check()
@@ -298,7 +281,7 @@ def build_world(config: RunConfig | dict, parts: Parts | None = None) -> EditWor
     torch.set_num_threads(cfg.torch_threads)
     parts = parts if parts is not None else build_parts(cfg)
     world = WORLD_CLASSES[cfg.world](
-        copy.deepcopy(parts.model), cfg.edit, parts.task, world_settings(cfg),
+        copy.deepcopy(parts.model), cfg.edit, parts.task, cfg.world_settings(),
         prefix_cache=parts.prefix_cache, requests=parts.requests,
     )
     world.parts, world.target_metadata = parts, parts.meta

@@ -3,16 +3,20 @@
 A cache keyed by a name serves stale results the day the data behind the name changes (an
 idx folder of another dataset under the name "mnist" once got MNIST's cached CNN, 15%
 accurate). Here the key is a hash of the bytes themselves: tensors, arrays, and the text of
-recipes and settings.
+recipes and settings. `cached_model` is the one cache of trained networks built on it.
 """
 from __future__ import annotations
 
 import hashlib
 import json
+import logging
+from collections.abc import Callable
 
 import numpy as np
 import torch
 from torch import nn
+
+log = logging.getLogger(__name__)
 
 
 def fingerprint(*parts, length: int = 16) -> str:
@@ -40,3 +44,28 @@ def state_fingerprint(model: nn.Module) -> str:
     """Fingerprint of a model's weights (names, shapes and values of its state dict)."""
     state = model.state_dict()
     return fingerprint(*[item for key in sorted(state) for item in (key, state[key])])
+
+
+def cached_model(name: str, key: str, make: Callable[[], nn.Module],
+                 build: Callable[[], tuple[nn.Module, dict]]) -> tuple[nn.Module, dict]:
+    """The network cached as `targets/<name>-<key>.safetensors` (+ `.json` metadata), loaded into
+    `make()` when its metadata carries the same `key` (a content fingerprint); otherwise
+    `build()` trains one, and it is saved with `cache_key` added to its metadata."""
+    from safetensors.torch import load_file
+
+    from rledit_ray.atomic import save_weights
+    from rledit_ray.paths import cache_dir
+
+    stem = cache_dir() / "targets" / f"{name}-{key}"
+    weights, meta_path = stem.with_suffix(".safetensors"), stem.with_suffix(".json")
+    if meta_path.exists() and weights.exists():
+        meta = json.loads(meta_path.read_text())
+        if meta.get("cache_key") == key:
+            model = make()
+            model.load_state_dict(load_file(str(weights)))
+            return model.eval(), meta
+        log.info("cached %s has another key: training it again", weights.name)
+    model, meta = build()
+    meta = {**meta, "cache_key": key}
+    save_weights(model, weights, meta)
+    return model.eval(), meta

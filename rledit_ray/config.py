@@ -15,12 +15,10 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from rledit_ray import defaults as D
 from rledit_ray.errors import UserError
+from rledit_ray.names import DATASETS, DATASETS_OF_TASK, TASKS
 
 WORLDS = ("mask", "shift")
-TASKS = ("unlearning", "bias")
-# Datasets known by name; any other name needs `data_root` (a folder, file or hub name).
-DATASETS_OF_TASK = {"unlearning": ("mnist", "digits"), "bias": ("redditbias", "jigsaw")}
-DATASETS = tuple(name for names in DATASETS_OF_TASK.values() for name in names)
+# Datasets are known by name (names.py); any other name needs `data_root` (a folder, file or hub name).
 DATA_SOURCES = ("auto", "idx", "csv", "torchvision", "image_folder", "npz", "hf")
 # What a task uses when the config leaves the field unset (the top-level defaults suit
 # unlearning). Bias: the head's output layer (67-dim actions at rank 1; fc1 has 449 and did not
@@ -199,12 +197,7 @@ class RunConfig(_Strict):
             raise UserError(f"unknown world '{self.world}': choose one of {', '.join(WORLDS)}")
         self._check_data()
         self._check_target()
-        if self.rank < 1:
-            raise UserError(f"rank must be >= 1 (got {self.rank})")
-        if self.episode_length < 1:
-            raise UserError(f"episode_length must be >= 1 (got {self.episode_length})")
-        if self.step_size is not None and self.step_size <= 0:
-            raise UserError(f"step_size must be > 0 (got {self.step_size})")
+        self.world_settings().check()  # rank, step size, bounds, episode length: checked in one place
         if self.generalist is not None:
             g = self.generalist
             if self.task != "unlearning":
@@ -244,6 +237,25 @@ class RunConfig(_Strict):
             raise UserError(f"target: mean has {len(t.mean)} values but std has {len(t.std)}")
         if t.image_size is not None and min(t.image_size) < 1:
             raise UserError(f"target.image_size must be two sizes >= 1, [H, W] (got {t.image_size})")
+
+    def world_settings(self):
+        """What a world of this run is built with (worlds/base.py: WorldSettings)."""
+        from rledit_ray.worlds.base import WorldSettings
+
+        return WorldSettings(
+            rank=self.rank,
+            step_size=self.effective_step_size,
+            mask_bounds=tuple(self.mask_bounds),
+            mask_update=self.mask_update,
+            episode_length=self.episode_length,
+            utility_coef=self.reward.utility_coef,
+            objective_coef=self.reward.objective_coef,
+            reward_mode=self.reward.mode,
+            obs_budget=self.obs_budget,
+            observation="rowwise" if self.generalist is not None else "weights",
+            seed=self.seed,
+            device=self.device,
+        )
 
     @property
     def effective_step_size(self) -> float:

@@ -6,11 +6,11 @@ from pathlib import Path
 
 import numpy as np
 
-from rledit_ray.atomic import write_json
+from rledit_ray.atomic import save_weights, write_json
 from rledit_ray.build import build_world
 from rledit_ray.config import RunConfig, load_config
 from rledit_ray.errors import UserError
-from rledit_ray.targets import full_model_predict, full_model_scores, save_weights
+from rledit_ray.targets import full_model_predict, full_model_scores
 from rledit_ray.worlds.rollout import run_episode
 
 CONFIG_NAME = "rledit_config.yaml"

@@ -19,13 +19,12 @@ import os
 import time
 from pathlib import Path
 
-from rledit_ray.atomic import replace_folder, write_json, write_yaml
+from rledit_ray.atomic import replace_folder, save_weights, write_json, write_yaml
 from rledit_ray.build import PARTS_KEY, build_env, build_world, ship_parts
 from rledit_ray.config import RunConfig
 from rledit_ray.errors import UserError
 from rledit_ray.report import write_curves, write_report
 from rledit_ray.strategies import strategy_for
-from rledit_ray.targets import save_weights
 from rledit_ray.worlds import WORLD_IDS
 
 log = logging.getLogger(__name__)

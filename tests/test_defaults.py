@@ -32,10 +32,9 @@ def test_agent_defaults_are_the_configs():
 
 
 def test_world_defaults_are_the_configs():
-    from rledit_ray.build import world_settings
 
     for world in ("mask", "shift"):
-        settings = world_settings(build_config({"world": world}))
+        settings = build_config({"world": world}).world_settings()
         assert settings.step_size == D.STEP_SIZE[world]
         assert (settings.rank, settings.episode_length, tuple(settings.mask_bounds), settings.obs_budget) == (
             D.RANK, D.EPISODE_LENGTH, D.MASK_BOUNDS, D.OBS_BUDGET)

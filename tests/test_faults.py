@@ -102,7 +102,7 @@ def test_a_killed_save_keeps_the_previous_checkpoint(tmp_path):
 
 def test_metrics_json_is_replaced_whole(tmp_path, monkeypatch):
     """write_json goes through a temporary file and a rename: readers see old or new."""
-    from rledit_ray import report
+    from rledit_ray import atomic as report
 
     path = tmp_path / "metrics.json"
     report.write_json(path, {"a": 1})
@@ -122,6 +122,24 @@ def test_metrics_json_is_replaced_whole(tmp_path, monkeypatch):
     for text in seen:
         json.loads(text)  # never a torn file
     assert not [p for p in tmp_path.iterdir() if p.name != "metrics.json"]
+
+
+def test_a_failed_write_keeps_the_old_file_and_leaves_no_temporary(tmp_path):
+    from rledit_ray import atomic
+
+    path = tmp_path / "state.json"
+    atomic.write_json(path, {"a": 1})
+
+    class Unwritable:
+        def __float__(self):
+            raise RuntimeError("serialisation failed halfway")
+
+    with pytest.raises(RuntimeError):
+        atomic.write_json(path, {"a": 2, "bad": Unwritable()})
+    with pytest.raises(ZeroDivisionError):
+        atomic.replace_folder(tmp_path / "ckpt", lambda tmp: (tmp.mkdir(), (tmp / "x").write_text("1"), 1 / 0))
+    assert json.loads(path.read_text()) == {"a": 1}
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["state.json"]
 
 
 @pytest.mark.slow

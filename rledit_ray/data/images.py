@@ -32,9 +32,10 @@ from rledit_ray.data import sources
 from rledit_ray.data.hf import load_hf_images
 from rledit_ray.data.sources import RawImages, read_idx  # noqa: F401 (read_idx is public here too)
 from rledit_ray.errors import UserError
+from rledit_ray.names import IMAGE_DATASETS
 from rledit_ray.paths import cache_dir
 
-DATASETS = ("mnist", "digits")
+DATASETS = IMAGE_DATASETS  # the built-in image datasets
 IMAGE_SOURCES = ("auto", "idx", "csv", "image_folder", "npz", "hf", "torchvision")
 # (mean, std) per channel of the raw [0, 1] pixels; the targets were trained on these.
 DEFAULT_NORMALISATION = {"mnist": ([0.1307], [0.3081]), "digits": ([0.5], [0.5])}

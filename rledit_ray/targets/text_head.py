@@ -7,19 +7,16 @@ like the CNNs (safetensors + json metadata, retrained when the recipe or data ch
 """
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
 import time
 from collections import OrderedDict
 from dataclasses import asdict
 
 import torch
-from safetensors.torch import load_file
 from torch import nn
 
-from rledit_ray.paths import cache_dir
-from rledit_ray.targets.train import Recipe, save_weights, train_classifier
+from rledit_ray.cache import cached_model, fingerprint
+from rledit_ray.targets.train import Recipe, train_classifier
 
 log = logging.getLogger(__name__)
 HEAD_RECIPE_VERSION = 1
@@ -38,28 +35,23 @@ def positive_scores(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
 
 def load_text_head(name: str, x_fit: torch.Tensor, y_fit: torch.Tensor, seed: int = 0,
                    extra_meta: dict | None = None) -> tuple[nn.Module, dict]:
-    """The project's trained head for a dataset, from the cache or trained now."""
+    """The project's trained head for a dataset, from the cache or trained now; keyed by the
+    fit rows' content, the recipe and the head's size."""
     recipe = Recipe(**{**asdict(HEAD_RECIPE), "seed": seed})
-    data_hash = hashlib.sha256(x_fit.numpy().tobytes() + y_fit.numpy().tobytes()).hexdigest()[:16]
-    stem = cache_dir() / "targets" / f"{name}-minilm-head-seed{seed}-v{HEAD_RECIPE_VERSION}-{data_hash}"
-    expected = {"dataset": name, "recipe": asdict(recipe), "recipe_version": HEAD_RECIPE_VERSION,
-                "data_hash": data_hash, "hidden": HIDDEN}
-    weights, meta_path = stem.with_suffix(".safetensors"), stem.with_suffix(".json")
-    if meta_path.exists() and weights.exists():
-        meta = json.loads(meta_path.read_text())
-        if all(meta.get(k) == v for k, v in expected.items()):
-            model = text_head(x_fit.shape[1])
-            model.load_state_dict(load_file(str(weights)))
-            return model.eval(), meta
-    torch.manual_seed(seed)
-    model = text_head(x_fit.shape[1])
-    started = time.perf_counter()
-    log.info("training the %s classifier head (seed %d, %d epochs); cached afterwards", name, seed, recipe.epochs)
-    train_classifier(model, x_fit, y_fit, recipe)
-    pred = model(x_fit).argmax(1) if len(y_fit) else y_fit
-    meta = {**expected, **(extra_meta or {}), "architecture": f"minilm-mean + mlp({HIDDEN})",
-            "fit_rows": len(y_fit), "fit_accuracy": float((pred == y_fit).float().mean()),
-            "train_seconds": round(time.perf_counter() - started, 1)}
-    save_weights(model, weights, meta)
-    return model.eval(), meta
+    data_hash = fingerprint(x_fit, y_fit)
+    key = fingerprint(asdict(recipe), HEAD_RECIPE_VERSION, HIDDEN, data_hash)
 
+    def build() -> tuple[nn.Module, dict]:
+        torch.manual_seed(seed)
+        model = text_head(x_fit.shape[1])
+        started = time.perf_counter()
+        log.info("training the %s classifier head (seed %d, %d epochs); cached afterwards", name, seed, recipe.epochs)
+        train_classifier(model, x_fit, y_fit, recipe)
+        pred = model(x_fit).argmax(1) if len(y_fit) else y_fit
+        return model, {"dataset": name, "recipe": asdict(recipe), "recipe_version": HEAD_RECIPE_VERSION,
+                       "data_hash": data_hash, "hidden": HIDDEN, **(extra_meta or {}),
+                       "architecture": f"minilm-mean + mlp({HIDDEN})", "fit_rows": len(y_fit),
+                       "fit_accuracy": float((pred == y_fit).float().mean()),
+                       "train_seconds": round(time.perf_counter() - started, 1)}
+
+    return cached_model(f"{name}-minilm-head-seed{seed}", key, lambda: text_head(x_fit.shape[1]), build)

@@ -7,21 +7,16 @@ key is retrained, never trusted.
 """
 from __future__ import annotations
 
-import json
 import logging
 import time
 from dataclasses import asdict, dataclass
-from pathlib import Path
 
 import torch
-from safetensors.torch import load_file
 from torch import nn
 
-from rledit_ray.atomic import save_safetensors, write_text
-from rledit_ray.cache import fingerprint
+from rledit_ray.cache import cached_model, fingerprint
 from rledit_ray.data import ImageDataset, pools
 from rledit_ray.errors import UserError
-from rledit_ray.paths import cache_dir
 from rledit_ray.targets.architectures import builtin_cnn
 from rledit_ray.targets.split import call_model
 
@@ -105,40 +100,29 @@ def load_target(ds: ImageDataset, seed: int = 0) -> tuple[nn.Module, dict]:
     recipe = Recipe(**{**asdict(RECIPES.get(ds.name, DEFAULT_RECIPE)), "seed": seed})
     p = pools(ds)
     try:
-        architecture, model = builtin_cnn(ds.name, ds.num_classes, ds.image_shape)
+        architecture, _ = builtin_cnn(ds.name, ds.num_classes, ds.image_shape)
     except ValueError as err:
         raise UserError(f"dataset '{ds.name}': {err}") from None
     data_hash = fingerprint(p.fit.x, p.fit.y)
     key = fingerprint(architecture, asdict(recipe), RECIPE_VERSION, data_hash, tuple(ds.image_shape), ds.num_classes)
-    stem = cache_dir() / "targets" / f"{ds.name}-cnn-seed{seed}-{key}"
-    weights, meta_path = stem.with_suffix(".safetensors"), stem.with_suffix(".json")
-    if meta_path.exists() and weights.exists():
-        meta = json.loads(meta_path.read_text())
-        if meta.get("cache_key") == key:
-            model.load_state_dict(load_file(str(weights)))
-            return model.eval(), meta
-    torch.manual_seed(seed)
-    _, model = builtin_cnn(ds.name, ds.num_classes, ds.image_shape)
-    started = time.perf_counter()
-    log.info("training the %s target CNN (seed %d, %d epochs); cached afterwards", ds.name, seed, recipe.epochs)
-    train_classifier(model, p.fit.x, p.fit.y, recipe)
-    meta = {
-        "dataset": ds.name, "recipe": asdict(recipe), "recipe_version": RECIPE_VERSION,
-        "cache_key": key, "data_hash": data_hash,
-        "data_source": ds.source,
-        "architecture": architecture,
-        "train_images": len(p.fit),
-        "test_accuracy": accuracy(model, p.test.x, p.test.y),
-        "validation_accuracy": accuracy(model, p.validation.x, p.validation.y),
-        "train_seconds": round(time.perf_counter() - started, 1),
-    }
-    save_weights(model, weights, meta)
-    log.info("target test accuracy %.4f", meta["test_accuracy"])
-    return model.eval(), meta
 
+    def make() -> nn.Module:
+        return builtin_cnn(ds.name, ds.num_classes, ds.image_shape)[1]
 
-def save_weights(model: nn.Module, path: Path, meta: dict) -> None:
-    """Weights (safetensors, metadata inside too) and metadata (json beside), each atomic."""
-    state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
-    save_safetensors(state, path, metadata={"rledit": json.dumps(meta)})
-    write_text(Path(path).with_suffix(".json"), json.dumps(meta, indent=2))
+    def build() -> tuple[nn.Module, dict]:
+        torch.manual_seed(seed)
+        model = make()
+        started = time.perf_counter()
+        log.info("training the %s target CNN (seed %d, %d epochs); cached afterwards", ds.name, seed, recipe.epochs)
+        train_classifier(model, p.fit.x, p.fit.y, recipe)
+        log.info("target trained in %.0f s", time.perf_counter() - started)
+        return model, {
+            "dataset": ds.name, "recipe": asdict(recipe), "recipe_version": RECIPE_VERSION,
+            "data_hash": data_hash, "data_source": ds.source, "architecture": architecture,
+            "train_images": len(p.fit),
+            "test_accuracy": accuracy(model, p.test.x, p.test.y),
+            "validation_accuracy": accuracy(model, p.validation.x, p.validation.y),
+            "train_seconds": round(time.perf_counter() - started, 1),
+        }
+
+    return cached_model(f"{ds.name}-cnn-seed{seed}", key, make, build)

@@ -2,6 +2,4 @@
 from rledit_ray.tasks.bias import BiasTask
 from rledit_ray.tasks.unlearning import UnlearningTask, true_class_margin
 
-TASKS = ("unlearning", "bias")
-
-__all__ = ["TASKS", "BiasTask", "UnlearningTask", "true_class_margin"]
+__all__ = ["BiasTask", "UnlearningTask", "true_class_margin"]

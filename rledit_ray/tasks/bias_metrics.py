@@ -120,7 +120,7 @@ def bias_report(scores, labels, membership, groups, threshold: float = 0.5) -> d
         "bias_score": bias,
         "final_score": final_score(overall, bias),
         "worst_group_acc": min(finite([g["accuracy"] for g in per_group.values()])),
-        # The minimum over groups of BPSN and BNSP AUC: the headline fairness number.
+        # The minimum over groups of BPSN and BNSP AUC: the headline fairness number (docs/bias.md).
         "worst_group_bias_auc": min(finite([g[k] for g in per_group.values() for k in ("bpsn_auc", "bnsp_auc")])),
         "max_fpr_gap": max(finite([abs(g["fpr_gap"]) for g in per_group.values()])),
         "max_fnr_gap": max(finite([abs(g["fnr_gap"]) for g in per_group.values()])),
