@@ -1,13 +1,13 @@
 # Two entry points for users (see README):
 #   make demo   set up .venv and train the default edit (MNIST, forget class 7, MaskWorld)
-#   make test   set up .venv and run the test suite
+#   make test   set up .venv, lint, and run the test suite
 PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 export RAY_AUTH_MODE ?= disabled
 export RAY_USAGE_STATS_ENABLED ?= 0
 
-.PHONY: setup demo test test-quick clean
+.PHONY: setup demo lint test test-quick clean
 
 setup: $(VENV)/.installed
 
@@ -26,10 +26,15 @@ $(VENV)/.installed: pyproject.toml
 demo: setup
 	$(BIN)/rledit train
 
-test: setup
+# The lint step (ruff, configured in pyproject.toml) runs first: a lint error fails the tests.
+lint: setup
+	$(BIN)/ruff check .
+	$(BIN)/python scripts/check_layout.py
+
+test: lint
 	$(BIN)/python -m pytest -q
 
-test-quick: setup
+test-quick: lint
 	$(BIN)/python -m pytest -q -m "not slow"
 
 clean:
