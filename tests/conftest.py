@@ -37,6 +37,34 @@ FAST_DIGITS = {
 }
 
 
+# The other fast configs end-to-end tests share: a bias edit, a generalist editor (trained on
+# digits classes 0-6, held out 7-9), a job for the 2-node local cluster.
+FAST_BIAS = {"task": "bias", "samples": {"per_set": 32},
+             "agent": {"train_batch_size": 200, "minibatch_size": 50, "num_epochs": 2},
+             "training": {"iterations": 2}}
+GENERALIST_TRAIN = [0, 1, 2, 3, 4, 5, 6]
+FAST_GENERALIST = {
+    "dataset": "digits",
+    "samples": {"per_set": 32},
+    "generalist": {"train_classes": GENERALIST_TRAIN, "heldout_classes": [7, 8, 9]},
+    "agent": {"train_batch_size": 100, "minibatch_size": 50, "num_epochs": 2},
+    "training": {"iterations": 1},
+}
+FAST_JOB = {**FAST_DIGITS, "agent": {"train_batch_size": 200, "minibatch_size": 100, "num_epochs": 2},
+            "training": {"iterations": 2}}
+
+
+@pytest.fixture(scope="session")
+def digits_target():
+    """scikit-learn's digits and the project's CNN trained on them (cached by content). Shared
+    by the whole session: deepcopy the model before editing it."""
+    from rledit_ray.data import load_dataset
+    from rledit_ray.targets import load_target
+
+    ds = load_dataset("digits")
+    return ds, load_target(ds)[0]
+
+
 @pytest.fixture
 def fast_digits():
     import copy

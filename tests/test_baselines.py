@@ -1,4 +1,5 @@
 """Hand-designed unlearning baselines, the shared evaluation and `rledit compare`, on digits."""
+import copy
 import csv
 import json
 
@@ -9,18 +10,17 @@ import yaml
 
 from rledit_ray.baselines import BASELINES, BaselineSettings, baselines_for, get_baseline, run_baseline
 from rledit_ray.cli import main
-from rledit_ray.data import load_dataset, unlearning_splits
+from rledit_ray.data import unlearning_splits
 from rledit_ray.errors import UserError
 from rledit_ray.evaluation import evaluate_unlearning, gap_to_retrain, mia_efficacy, probe_accuracy
-from rledit_ray.targets import load_target
 
 torch.set_num_threads(1)
 
 
 @pytest.fixture(scope="module")
-def digits():
-    ds = load_dataset("digits")
-    model, _ = load_target(ds)
+def digits(digits_target):
+    ds, model = digits_target
+    model = copy.deepcopy(model)
     splits = unlearning_splits(ds, [3])
     return model, splits, evaluate_unlearning(model, splits)
 

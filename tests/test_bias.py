@@ -2,6 +2,7 @@
 import numpy as np
 import pytest
 import torch
+from conftest import FAST_BIAS
 from gymnasium.utils.env_checker import check_env
 
 from rledit_ray.config import build_config
@@ -217,9 +218,6 @@ def test_jigsaw_without_a_csv_is_one_line(tmp_path, capsys):
 
 
 # ----------------------------------------------------------------------------- end to end
-FAST_BIAS = {"task": "bias", "samples": {"per_set": 32},
-             "agent": {"train_batch_size": 200, "minibatch_size": 50, "num_epochs": 2},
-             "training": {"iterations": 2}}
 
 
 def _train(tmp_path, config: dict, *flags):

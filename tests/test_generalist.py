@@ -7,24 +7,22 @@ import numpy as np
 import pytest
 import torch
 import yaml
+from conftest import FAST_GENERALIST, GENERALIST_TRAIN
 
 from rledit_ray.cli import main
-from rledit_ray.data import load_dataset
 from rledit_ray.data.images import ImageDataset
 from rledit_ray.errors import UserError
-from rledit_ray.targets import load_target
 from rledit_ray.tasks.requests import UnlearningRequests
 from rledit_ray.worlds import MaskWorld, WorldSettings
 from rledit_ray.worlds.rowwise import unpack_observation
 
-TRAIN = [0, 1, 2, 3, 4, 5, 6]
+TRAIN = GENERALIST_TRAIN
 
 
 @pytest.fixture(scope="module")
-def digits():
-    ds = load_dataset("digits")
-    model, _ = load_target(ds)
-    return ds, model
+def digits(digits_target):
+    ds, model = digits_target
+    return ds, copy.deepcopy(model)
 
 
 def rowwise_world(ds, model, train=TRAIN):
@@ -163,20 +161,11 @@ def test_rowwise_module_starts_near_no_edit():
 
 
 # ----------------------------------------------------------------------------- the CLI path
-FAST = {
-    "dataset": "digits",
-    "samples": {"per_set": 32},
-    "generalist": {"train_classes": TRAIN, "heldout_classes": [7, 8, 9]},
-    "agent": {"train_batch_size": 100, "minibatch_size": 50, "num_epochs": 2},
-    "training": {"iterations": 1},
-}
-
-
 @pytest.fixture(scope="module")
 def generalist_run(tmp_path_factory, ray_local):
     root = tmp_path_factory.mktemp("generalist")
     cfg = root / "g.yaml"
-    cfg.write_text(yaml.safe_dump(FAST))
+    cfg.write_text(yaml.safe_dump(FAST_GENERALIST))
     run = root / "run"
     assert main(["train", "--config", str(cfg), "--out", str(run)]) == 0
     return run

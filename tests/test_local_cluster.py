@@ -10,18 +10,12 @@ from pathlib import Path
 
 import pytest
 import yaml
+from conftest import FAST_JOB
 
 from rledit_ray.cluster_utils import LocalCluster
 
 ROOT = Path(__file__).resolve().parents[1]
 
-FAST_JOB = {
-    "dataset": "digits",
-    "forget_classes": [3],
-    "samples": {"per_set": 64},
-    "agent": {"train_batch_size": 200, "minibatch_size": 100, "num_epochs": 2},
-    "training": {"iterations": 2},
-}
 
 
 @pytest.mark.slow

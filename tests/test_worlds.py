@@ -1,4 +1,5 @@
 """Worlds without Ray: gymnasium contract, edit semantics, reward arithmetic, caching."""
+import copy
 from collections import OrderedDict
 
 import gymnasium as gym
@@ -10,9 +11,9 @@ from torch import nn
 
 import rledit_ray  # noqa: F401  (registers the env ids)
 from rledit_ray.build import build_world
-from rledit_ray.data import load_dataset, unlearning_splits
+from rledit_ray.data import unlearning_splits
 from rledit_ray.errors import UserError
-from rledit_ray.targets import full_model_predict, load_target
+from rledit_ray.targets import full_model_predict
 from rledit_ray.tasks import UnlearningTask
 from rledit_ray.worlds import MaskWorld, ShiftWorld, WorldSettings
 from rledit_ray.worlds.rollout import random_policy, run_episode
@@ -21,9 +22,9 @@ WORLDS = {"mask": MaskWorld, "shift": ShiftWorld}
 
 
 @pytest.fixture(scope="module")
-def digits():
-    ds = load_dataset("digits")
-    model, _ = load_target(ds)
+def digits(digits_target):
+    ds, model = digits_target
+    model = copy.deepcopy(model)
     # target margin -2: the hand-made logits below are built around it
     task = UnlearningTask(unlearning_splits(ds, [3]), samples_per_set=64, seed=0, target_margin=-2.0)
     return model, task
