@@ -637,6 +637,7 @@ def byo_bench_table(o: Outputs) -> str:
     return md_table(["config", "world steps/s", "RLlib sampling steps/s (1 sub-env)"], rows)
 
 
+HF_NOTES = {"last-layer FFN output": " (samples 64/set, 64 pairs)"}  # scripts/hf_target_steps.py's EDITS
 HF_LINE = re.compile(r"(.+?): edit (\S+), (\d+) action dims, (\d+) reward rows x (\d+) tokens, split '(\w+)': "
                      r"world ([\d.]+) steps/s, full forward ([\d.]+)/s")
 
@@ -647,7 +648,7 @@ def transformers_table(o: Outputs) -> str:
         match = HF_LINE.match(line)
         if match:
             name, edit, dims, rows_n, tokens, split, world, full = match.groups()
-            rows.append([f"`{edit}`", thousands(float(dims)), f"{thousands(float(rows_n))} x {tokens}", split,
+            rows.append([f"`{edit}`{HF_NOTES.get(name, '')}", thousands(float(dims)), f"{thousands(float(rows_n))} x {tokens}", split,
                          world, f"{full}/s"])
     made = next((l for l in o.stdout(0).splitlines() if l.startswith("wrote ")), "")
     acc = re.search(r"fit ([\d.]+), validation ([\d.]+) \((\d+) s\)", made)
@@ -708,10 +709,29 @@ def rewrite_page(path: Path, name: str, body: str) -> None:
     write_atomically(path, rewrite_block(path.read_text(), name, body))
 
 
-def header(name: str, started: float, load0: float, load1: float, commit: str, skipped: int, total: int) -> str:
+def machine() -> str:
+    """uname, the CPU count and model, and the GPUs nvidia-smi names (if any)."""
     u = platform.uname()
+    text = f"{u.system} {u.machine} ({os.cpu_count()} CPUs"
+    try:
+        cpu = next(l.split(":", 1)[1].strip() for l in Path("/proc/cpuinfo").read_text().splitlines()
+                   if l.startswith("model name"))
+        text += f" {cpu}"
+    except (OSError, StopIteration):
+        pass
+    try:
+        gpus = subprocess.run(["nvidia-smi", "--query-gpu=name", "--format=csv,noheader"], capture_output=True,
+                              text=True, timeout=20).stdout.split("\n")
+        gpus = [g.strip() for g in gpus if g.strip()]
+        text += f"; GPU {' + '.join(gpus)}" if gpus else ""
+    except (OSError, subprocess.SubprocessError):
+        pass
+    return text.replace(",", "") + ")"
+
+
+def header(name: str, started: float, load0: float, load1: float, commit: str, skipped: int, total: int) -> str:
     took = duration(time.time() - started) + (f" ({skipped} of {total} commands already done)" if skipped else "")
-    return HEADER.format(date=datetime.date.today().isoformat(), machine=f"{u.system} {u.machine} ({os.cpu_count()} CPUs)",
+    return HEADER.format(date=datetime.date.today().isoformat(), machine=machine(),
                          load=f"{load0:.2f} at start and {load1:.2f} at end", commit=commit, took=took, name=name)
 
 

@@ -297,6 +297,116 @@ def test_sweep_table_reads_the_sweeps_summary_csv(tmp_path):
     assert "stopped by the scheduler" in lines[4]
 
 
+def _bench_config(name: str, rllib: bool) -> dict:
+    """One config of `rledit bench --json`, shaped as rledit_ray/bench.py builds it."""
+    clock = {"limit_steps_per_s": 155.0, "world_steps_per_s": 139.0, "world_over_limit": 0.85,
+             "overhead_us_per_step": 710.0}
+    rows = [{"runners": r, "envs_per_runner": m, "vectorize": v, "rllib_steps_per_s": 100.0 * (m + r),
+             "world_steps_per_s": 139.0, "rllib_over_world": 0.7 + 0.1 * m, "cpu_rllib_over_world": None}
+            for r in (0, 2) for m in (1, 4) for v in (("batched", "sync") if m > 1 else ("batched",))] if rllib else []
+    return {"name": name, "limit_steps_per_s": 155.0, "world_steps_per_s": 139.0, "rllib_steps_per_s": None,
+            "settings": {"edit": ["fc1.weight", "fc1.bias"], "samples_per_set": 1024, "reward_rows": 2048,
+                         "world": "mask", "dataset": "mnist", "device": "cpu"},
+            "world_over_limit": 0.85, "overhead_us_per_step": 740.0, "cpu_clock": clock,
+            "batches": [{"envs": 4, "steps_per_s": 120.0, "over_limit": 0.82, "over_world": 0.9, "cpu_over_limit": 0.8}],
+            "best_rllib": max(rows, key=lambda r: r["rllib_steps_per_s"]) if rows else None, "rllib": rows,
+            "samples_scaling": [{"samples_per_set": n, "limit_steps_per_s": 1e5 / n, "world_steps_per_s": 9e4 / n,
+                                 "world_over_limit": 0.3, "cpu_world_over_limit": 0.3} for n in (64, 1024)],
+            "ppo_iteration": {"total_s": 6.5, "sampling_s": 5.6, "learning_s": 1.0, "env_steps": 500} if rllib else None}
+
+
+def _run_metrics(seed: int) -> dict:
+    """A run's metrics.json with the keys every task writes (unlearning, bias, generalist)."""
+    accs = {"forget_acc": 0.003, "retain_acc": 0.993, "forget_train_acc": 0.0035, "retain_train_acc": 0.998,
+            "overall_auc": 0.805, "bias_score": 0.7785, "worst_group_bias_auc": 0.6971, "counterfactual_gap": 0.0867}
+    return {"task": "unlearning", "world": "mask", "seed": seed, "before": accs, "after": accs, "random_policy": accs,
+            "env_steps": 2000, "iterations": 4, "best_iteration": 4, "wall_time_s": 60.0,
+            "history": [{"iteration": 4, "forget_val_acc": 0.0045, "forget_val_acc_max": 0.0197}],
+            "per_request": {str(k): {"forget_acc": 0.001 * k, "retain_acc": 0.99} for k in range(10)},
+            "heldout_classes": [7, 8, 9], "intervals": {k: [-0.01, 0.02] for k in accs}}
+
+
+def _fake_outputs(name: str, table, root: Path) -> None:
+    """What each registered command leaves behind, in the formats the code writes or prints."""
+    from rledit_ray.sweep import _csv_text
+
+    logs = root / R.out_dir(name) / "logs"
+    logs.mkdir(parents=True, exist_ok=True)
+    for i, step in enumerate(table.steps):
+        argv, stdout = shlex.split(step.command), ""
+        run = root / step.run if step.run else None
+        if argv[:2] == ["rledit", "train"]:
+            run.mkdir(parents=True, exist_ok=True)
+            (run / "metrics.json").write_text(json.dumps(_run_metrics(i)))
+            stdout = "before: ...\nvalidation target met at iteration 4: stopping early\nafter: ...\n"
+        elif argv[:2] == ["rledit", "edit"]:
+            run.mkdir(parents=True, exist_ok=True)
+            (run / "metrics.json").write_text(json.dumps({"edit_seconds_all": [0.3, 0.2, 1.2], "edit_seconds_median": 0.3,
+                                                          "edit_seconds_max": 1.2, "load_seconds": 2.1}))
+        elif argv[1] in ("compare", "compare-requests"):
+            run.mkdir(parents=True, exist_ok=True)
+            (run / "comparison.md").write_text("| method | seeds |\n|---|---|\n| original | 3 |\n\nMean ± sd\n")
+        elif argv[1] == "sweep":
+            run.mkdir(parents=True, exist_ok=True)
+            (run / "summary.csv").write_text(_csv_text(
+                [{"trial": "t1", "status": "finished", "env_steps": 5500, "score_val": 0.98, "forget_acc": 0.002,
+                  "retain_acc": 0.99, "world": "mask", "rank": 1, "seed": 0, "reward.utility_coef": 4.0,
+                  "episode_length": 5, "samples.per_set": 256, **_run_metrics(0)["after"]}],
+                ["trial", "world", "rank", "seed", "reward.utility_coef", "episode_length", "samples.per_set",
+                 "status", "env_steps", "score_val", *_run_metrics(0)["after"]]))
+        elif argv[1] == "bench":
+            configs = argv[argv.index("--configs") + 1].split(",") if "--configs" in argv else ["default", "heavy"]
+            stdout = json.dumps({"configs": [_bench_config(c, "--world-only" not in argv) for c in configs],
+                                 "repeats": 5, "seconds_per_repeat": 0.5}) + "\n"
+        elif argv[1] == "scripts/bias_edit_probe.py":
+            metrics = {"overall_auc": 0.8, "bias_score": 0.78, "worst_group_bias_auc": 0.75, "counterfactual_gap": 0.08}
+            stdout = json.dumps({"before": metrics, "chosen_on_validation": {**metrics, "step": 10},
+                                 R.PROBE_ORACLE: metrics}) + "\n# mask fc2 ...\n"
+        elif argv[1] == "scripts/bias_offset_bound.py":
+            stdout = "".join(f"per-group {kind:12s} fitted on {src:12s} utility_coef {u}: doverall_auc -0.10 "
+                             f"dbias_score +1.29 dworst_group_bias_auc +2.00\n"
+                             for kind in ("offset", "offset+scale") for src in ("test (bound)", "fit+reward")
+                             for u in (0.0, 1.0))
+        elif argv[1] == "scripts/make_text_classifier.py":
+            (root / step.done).parent.mkdir(parents=True, exist_ok=True)
+            stdout = "wrote x: classifier head accuracy fit 0.690, validation 0.689 (181 s)\n"
+        elif argv[1] == "scripts/hf_target_steps.py":
+            stdout = ("classifier: edit classifier, 387 action dims, 4136 reward rows x 53 tokens, split 'memo': "
+                      "world 150.5 steps/s, full forward 0.01/s (15050x)\n")
+        elif "pytest" in argv or argv[0] == "make":
+            stdout = "...\n316 passed, 7 skipped in 635.12s (0:10:35)\n"
+        (logs / f"step{i:02d}.out").write_text(stdout)
+        (logs / f"step{i:02d}.json").write_text(json.dumps({"command": step.command, "rc": 0, "seconds": 80.0}))
+
+
+@pytest.mark.parametrize("name", sorted(R.TABLES))
+def test_every_table_builds_its_block_from_outputs_shaped_like_the_codes(name, tmp_path):
+    table = R.TABLES[name]
+    _fake_outputs(name, table, tmp_path)
+    body = table.build(R.Outputs(name, table, root=tmp_path))
+    assert "|---" in body and "n/a |" not in body.split("\n\n")[0].splitlines()[2], body
+    page = tmp_path / "page.md"
+    page.write_text((ROOT / table.page).read_text())
+    R.rewrite_page(page, name, R.header(name, 0.0, 1.0, 2.0, "abc1234", 0, len(table.steps)) + "\n\n" + body)
+    content = page.read_text()
+    start, end = R.find_blocks(content)[name]
+    assert HEADER_RE.match(content[start:end].strip().splitlines()[0])
+
+
+def test_script_lines_the_builders_parse_are_the_scripts_own():
+    """The builders read what scripts print; those formats live in the scripts' f-strings."""
+    probe = (ROOT / "scripts" / "bias_edit_probe.py").read_text()
+    assert f'"{R.PROBE_ORACLE}"' in probe and '"chosen_on_validation"' in probe
+    offset = (ROOT / "scripts" / "bias_offset_bound.py").read_text()
+    assert 'f"per-group {kind:12s} fitted on {source:12s} utility_coef {utility_coef}: {deltas}"' in offset
+    hf = (ROOT / "scripts" / "hf_target_steps.py").read_text()
+    assert "action dims, {len(x)} reward rows x" in hf and "world {steps:.1f} steps/s, full forward" in hf
+    for name, note in R.HF_NOTES.items():  # the note repeats the script's settings of that edit
+        assert f'"{name}": {{"edit": ' in hf and "64" in note and '"per_set": 64' in hf and '"pairs_per_set": 64' in hf
+    made = (ROOT / "scripts" / "make_text_classifier.py").read_text()
+    assert 'f"wrote {args.out}: classifier head accuracy fit {fit_acc:.3f}, validation {val_acc:.3f} "' in made
+
+
 # ---------------------------------------------------------------------------- the front page
 def _numbers(text: str) -> list[str]:
     return re.findall(r"\d[\d,]*(?:\.\d+)?", text)
