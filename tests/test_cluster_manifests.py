@@ -165,9 +165,6 @@ def test_readme_commands_are_real():
     commands = _readme_commands()
     assert any(c.startswith("rledit train") for c in commands)
     for command in commands:
-        argv = shlex.split(command)
-        if argv[1] == "sweep" and "sweep" not in _subcommands():
-            continue  # documented ahead of the sweep issue, like rayjob-sweep.yaml
         _check_entrypoint(command)
 
 
