@@ -8,7 +8,7 @@ command has it too). How to run, from the repository root:
     .venv/bin/python benchmarks/env_steps.py --configs heavy --runners 0 --envs 1,8
 
 What to expect and what the columns mean: see the module docstring of rledit_ray/bench.py
-and README's "Performance" section.
+and docs/performance.md.
 """
 import sys
 

@@ -21,18 +21,18 @@ WORLDS = ("mask", "shift")
 # Datasets are known by name (names.py); any other name needs `data_root` (a folder, file or hub name).
 DATA_SOURCES = ("auto", "idx", "csv", "torchvision", "image_folder", "npz", "hf")
 # What a task uses when the config leaves the field unset (the top-level defaults suit
-# unlearning). Bias: the head's output layer (67-dim actions at rank 1; fc1 has 449 and did not
-# learn in 13 PPO iterations, while gradient probes reach the same test gains on either);
-# utility and objective both move with the same scores, so utility needs less weight than in
-# unlearning: 2:1 (measured in Tune sweeps of the coefficients).
+# unlearning). Bias: the head's output layer (67-dim actions at rank 1; fc1 has 449, and a
+# rank-1 PPO edit of it did no better than fc2: docs/bias.md); utility and objective both move
+# with the same scores, so utility needs less weight than in unlearning: 2:1 (the Tune sweep of
+# the coefficients, docs/sweeps.md).
 TASK_DEFAULTS = {
     "bias": {"dataset": "redditbias", "edit": ["fc2.weight", "fc2.bias"]},
 }
 TASK_SECTION_DEFAULTS = {
     "bias": {
         "reward": {"utility_coef": 2.0, "objective_coef": 1.0},
-        # No early-stop target; PPO starts paying off after ~40 (mask) to ~55 (shift)
-        # iterations here, and the best validation checkpoint is kept.
+        # No early-stop target: the bias targets are not met on validation within a run,
+        # so every run trains its 100 iterations and keeps the best validation checkpoint.
         "training": {"iterations": 100},
     },
 }
@@ -60,15 +60,16 @@ class BiasConfig(_Strict):
 
     objective: Literal["bias_score", "worst_group", "counterfactual_gap"] = D.BIAS_OBJECTIVE
     # Softness of the reward's AUCs, in units of the standardised logit margin. Measured
-    # (scripts/bias_edit_probe.py and PPO, seed 0, test split): 0.3 generalises better than
-    # 0.1 (worst-group AUC +6.3..+6.6 vs +5.3 for a gradient-followed fc2 edit; PPO in
-    # MaskWorld +5.9 vs +4.8): a sharper sigmoid fits the pairs of the reward samples.
+    # (scripts/bias_edit_probe.py, seed 0, test split; docs/bias.md): 0.3 generalises better
+    # than 0.1 for a gradient-followed fc2 edit: a sharper sigmoid fits the pairs of the
+    # reward samples.
     temperature: float = Field(D.BIAS_TEMPERATURE, gt=0)
     # Pools the reward samples come from (never validation or test). The head's own
     # training rows (fit) add samples; measured: edits generalise better with them.
     reward_pools: list[Literal["fit", "reward"]] = Field(list(D.BIAS_REWARD_POOLS), min_length=1)
     # Utility minus this times |mean p(harmful) - original mean| on the reward samples: AUCs
-    # ignore the threshold, and a ShiftWorld edit moved it (worst-group accuracy 69 -> 55).
+    # ignore the threshold, and a ShiftWorld edit moves it (worst-group accuracy falls:
+    # docs/baselines.md, the bias comparison).
     # Measured: at 2.0 (step 0.5) and 0.5 (step 0.25) PPO kept the zero edit for 60-75
     # iterations (exploration costs more than it finds), so it is off by default.
     calibration_coef: float = Field(D.BIAS_CALIBRATION_COEF, ge=0)

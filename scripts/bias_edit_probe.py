@@ -11,7 +11,7 @@ frozen prefix), edits the same layers with a free low-rank edit of the world's f
     PYTHONPATH=. RLEDIT_CACHE_DIR=/work/cache-bias python scripts/bias_edit_probe.py \
         --world mask --edit fc1 --rank 4 --objective bias_score --temperature 0.05
 
-Defaults are those of `rledit train --task bias`. Measured numbers: README, "Bias mitigation".
+Defaults are those of `rledit train --task bias`. Measured numbers: docs/bias.md.
 """
 from __future__ import annotations
 

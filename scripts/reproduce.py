@@ -34,7 +34,6 @@ import json
 import os
 import platform
 import re
-import shlex
 import subprocess
 import sys
 import tempfile
@@ -238,8 +237,8 @@ def _tables() -> dict[str, Table]:
             "rledit bench --configs default,third_party --runners 0 --envs 1,4 --samples 256 --repeats 5 "
             "--seconds 0.5 --json"),), lambda o: byo_bench_table(o), 4),
         "byo-transformers": Table("docs/byo.md", (
-            Step(f"python scripts/make_text_classifier.py --out {hf}/minilm-redditbias", done=f"{hf}/minilm-redditbias/config.json",
-                 label="make"),
+            Step(f"python scripts/make_text_classifier.py --out {hf}/minilm-redditbias",
+                 done=f"{hf}/minilm-redditbias/config.json", label="make"),
             Step(f"python scripts/hf_target_steps.py --hf-model {hf}/minilm-redditbias", label="steps"),
             train(f"{hf}/train", f"--task bias --hf-model {hf}/minilm-redditbias --layer classifier --iterations 3",
                   "train")),
@@ -525,14 +524,16 @@ def bench_table(o: Outputs) -> str:
     result = o.last_json(0)
     rows, scaling, driver, ppo = [], [], [], []
     for c in _order(result["configs"]):
-        s, cpu, label = c["settings"], c["cpu_clock"], f"{c['name']} ({_edited(c['settings'])}, {c['settings']['samples_per_set']} per set)"
+        cpu = c["cpu_clock"]
+        label = f"{c['name']} ({_edited(c['settings'])}, {c['settings']['samples_per_set']} per set)"
         batch4 = next((b for b in c["batches"] if b["envs"] == 4), None)
         best = c["best_rllib"]
         ratios = [r["rllib_over_world"] for r in c["rllib"]]
         rows.append([label, thousands(c["limit_steps_per_s"]), thousands(c["world_steps_per_s"]),
                      f"{c['world_over_limit']:.2f}, {cpu['world_over_limit']:.2f}",
                      f"{batch4['over_limit']:.2f}" if batch4 else "n/a",
-                     f"{cpu['overhead_us_per_step'] / 1e3:.2f} ms beside a {_forward_ms(cpu['limit_steps_per_s'])} ms forward pass",
+                     f"{cpu['overhead_us_per_step'] / 1e3:.2f} ms beside a "
+                     f"{_forward_ms(cpu['limit_steps_per_s'])} ms forward pass",
                      f"{thousands(best['rllib_steps_per_s'])} ({best['runners']} runners x {best['envs_per_runner']} "
                      f"{best['vectorize']})" if best else "n/a",
                      f"{min(ratios):.2f}-{max(ratios):.2f}" if ratios else "n/a"])
@@ -599,7 +600,7 @@ PYTEST_COUNTS = re.compile(r"(\d+) (passed|failed|skipped|errors?|xfailed|xpasse
 def test_suite_table(o: Outputs) -> str:
     """docs/performance.md: `make test` in a fresh clone; pytest's summary line."""
     out = o.stdout(len(o.table.steps) - 1)
-    line = next((l for l in reversed(out.splitlines()) if PYTEST_COUNTS.search(l)), "")
+    line = next((text for text in reversed(out.splitlines()) if PYTEST_COUNTS.search(text)), "")
     counts = {kind.rstrip("s") if kind.startswith("error") else kind: n for n, kind in PYTEST_COUNTS.findall(line)}
     tests = re.search(r"in ([\d.]+)s", line)
     total = sum(o.seconds(i) or 0 for i in range(len(o.table.steps)))
@@ -648,9 +649,9 @@ def transformers_table(o: Outputs) -> str:
         match = HF_LINE.match(line)
         if match:
             name, edit, dims, rows_n, tokens, split, world, full = match.groups()
-            rows.append([f"`{edit}`{HF_NOTES.get(name, '')}", thousands(float(dims)), f"{thousands(float(rows_n))} x {tokens}", split,
-                         world, f"{full}/s"])
-    made = next((l for l in o.stdout(0).splitlines() if l.startswith("wrote ")), "")
+            rows.append([f"`{edit}`{HF_NOTES.get(name, '')}", thousands(float(dims)),
+                         f"{thousands(float(rows_n))} x {tokens}", split, world, f"{full}/s"])
+    made = next((text for text in o.stdout(0).splitlines() if text.startswith("wrote ")), "")
     acc = re.search(r"fit ([\d.]+), validation ([\d.]+) \((\d+) s\)", made)
     train_s = o.seconds(2)
     text = md_table(["edit", "action dims", "reward rows x tokens", "split", "world steps/s",
@@ -714,8 +715,8 @@ def machine() -> str:
     u = platform.uname()
     text = f"{u.system} {u.machine} ({os.cpu_count()} CPUs"
     try:
-        cpu = next(l.split(":", 1)[1].strip() for l in Path("/proc/cpuinfo").read_text().splitlines()
-                   if l.startswith("model name"))
+        cpu = next(line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                   if line.startswith("model name"))
         text += f" {cpu}"
     except (OSError, StopIteration):
         pass

@@ -11,10 +11,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from test_cluster_manifests import _check_entrypoint
 
 from rledit_ray.cli import _parser
 from rledit_ray.config import load_config
-from test_cluster_manifests import _check_entrypoint
+from rledit_ray.errors import UserError
 
 ROOT = Path(__file__).resolve().parents[1]
 PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
@@ -137,7 +138,7 @@ def test_every_registered_command_parses(tmp_path):
 def test_an_unknown_flag_in_a_registered_command_fails_the_check(tmp_path):
     table = R.TABLES["results"]
     bad = R.Step("rledit train --no-such-flag 1 --out runs/reproduce/results/x")
-    with pytest.raises(Exception):
+    with pytest.raises(UserError, match="no-such-flag"):
         _check_step("results", table, bad, tmp_path)
     probe = R.Step("python scripts/bias_edit_probe.py --no-such-flag 1")
     with pytest.raises(AssertionError, match="no-such-flag"):
@@ -178,7 +179,8 @@ def test_rewriting_a_real_page_keeps_the_rest_of_it(tmp_path):
     source = ROOT / "docs" / "results.md"
     page = tmp_path / "results.md"
     page.write_text(source.read_text())
-    R.rewrite_page(page, "results", "Measured x on y, load z, commit c, took t: `python scripts/reproduce.py results`\n\n| a |\n|---|")
+    header = "Measured x on y, load z, commit c, took t: `python scripts/reproduce.py results`"
+    R.rewrite_page(page, "results", header + "\n\n| a |\n|---|")
     old, new = source.read_text(), page.read_text()
     (s0, e0), (s1, e1) = R.find_blocks(old)["results"], R.find_blocks(new)["results"]
     assert old[:s0] == new[:s1] and old[e0:] == new[e1:]
