@@ -29,6 +29,21 @@ HEADLINE = ("overall_auc", "bias_score", "worst_group_bias_auc", "counterfactual
 
 
 def main() -> None:
+    args = _parse_args()
+    cfg = _config(args)
+    torch.manual_seed(args.seed)
+    world = build_world(cfg)
+    before = world.task_metrics(pools=("validation", "test"))
+    factors = _factors(world, args.rank)
+    opt = torch.optim.Adam([t for pair in factors for t in pair], lr=args.lr)
+    reh = world.reward_h.clone()  # inference tensors cannot enter autograd
+    ref = world.reference_logits.clone()
+    started = time.perf_counter()
+    best, rows = _optimise(world, factors, opt, reh, ref, args, cfg.mask_bounds)
+    _report(args, before, best, rows, started)
+
+
+def _parse_args() -> argparse.Namespace:
     base = build_config({"task": "bias"})  # the defaults `rledit train --task bias` uses
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--world", default="mask", choices=("mask", "shift"))
@@ -44,69 +59,89 @@ def main() -> None:
     ap.add_argument("--lr", type=float, default=0.02)
     ap.add_argument("--eval-every", type=int, default=10)
     ap.add_argument("--seed", type=int, default=0)
-    args = ap.parse_args()
+    return ap.parse_args()
 
-    cfg = build_config({
+
+def _config(args: argparse.Namespace):
+    """The run config `rledit train --task bias` would build from these settings."""
+    return build_config({
         "task": "bias", "world": args.world, "edit": args.edit.split(","), "rank": args.rank, "seed": args.seed,
         "samples": {"per_set": args.per_set},
         "reward": {"utility_coef": args.utility_coef, "objective_coef": args.objective_coef},
         "bias": {"objective": args.objective, "temperature": args.temperature,
                  "reward_pools": args.pools.split(",")},
     })
-    torch.manual_seed(args.seed)
-    world = build_world(cfg)
-    task = world.task
-    before = world.task_metrics(pools=("validation", "test"))
+
+
+def _factors(world, rank: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """(U, V) of each edited layer: U zero (the edit starts at the original weights), V small."""
     factors = []
     for layer in world.layers:
-        u = torch.zeros(layer.rows, args.rank, requires_grad=True)
-        v = (0.1 * torch.randn(layer.cols, args.rank)).requires_grad_(True)
+        u = torch.zeros(layer.rows, rank, requires_grad=True)
+        v = (0.1 * torch.randn(layer.cols, rank)).requires_grad_(True)
         factors.append((u, v))
-    opt = torch.optim.Adam([t for pair in factors for t in pair], lr=args.lr)
-    lo, hi = cfg.mask_bounds
+    return factors
 
-    def edited():
-        matrices = []
-        for (u, v), w0, scale in zip(factors, world.original, world.scales):
-            d = u @ v.T
-            matrices.append(w0 * (1 + d).clamp(lo, hi) if args.world == "mask" else w0 + scale * d)
-        return matrices
 
-    def as_params(matrices):
-        params = {}
-        for layer, mat in zip(world.layers, matrices):
-            start = 0
-            if layer.weight is not None:
-                fan_in = layer.weight[0].numel()
-                params[f"{layer.module_name}.weight"] = mat[:, :fan_in].reshape(layer.weight.shape)
-                start = fan_in
-            if layer.bias is not None:
-                params[f"{layer.module_name}.bias"] = mat[:, start]
-        return params
+def _edited(world, factors, kind: str, bounds) -> list[torch.Tensor]:
+    """The edited weight matrices, in the world's form (mask: W0 * clamp(1 + U V^T); shift:
+    W0 + s * U V^T)."""
+    lo, hi = bounds
+    matrices = []
+    for (u, v), w0, scale in zip(factors, world.original, world.scales):
+        d = u @ v.T
+        matrices.append(w0 * (1 + d).clamp(lo, hi) if kind == "mask" else w0 + scale * d)
+    return matrices
 
-    reh = world.reward_h.clone()  # inference tensors cannot enter autograd
-    ref = world.reference_logits.clone()
-    best, rows, started = None, [], time.perf_counter()
+
+def _as_params(world, matrices) -> dict[str, torch.Tensor]:
+    """The edited matrices as the model's parameters (weight columns, then the bias column)."""
+    params = {}
+    for layer, mat in zip(world.layers, matrices):
+        start = 0
+        if layer.weight is not None:
+            fan_in = layer.weight[0].numel()
+            params[f"{layer.module_name}.weight"] = mat[:, :fan_in].reshape(layer.weight.shape)
+            start = fan_in
+        if layer.bias is not None:
+            params[f"{layer.module_name}.bias"] = mat[:, start]
+    return params
+
+
+def _evaluate(world, factors, kind: str, bounds, step: int) -> dict:
+    """Write the edit into the network; its test and validation metrics and selection score."""
+    with torch.no_grad():
+        for layer, mat in zip(world.layers, _edited(world, factors, kind, bounds)):
+            layer.write(mat)
+    m = world.task_metrics(pools=("validation", "test"))
+    m["selection_score"] = world.task.selection_score(m)
+    return {"step": step, **{k: m[k] for k in HEADLINE}, **{f"{k}_val": m[f"{k}_val"] for k in HEADLINE},
+            "selection_score": m["selection_score"]}
+
+
+def _optimise(world, factors, opt, reh, ref, args: argparse.Namespace, bounds) -> tuple[dict, list[dict]]:
+    """Adam on the world's reward, evaluated every eval_every steps: (the row chosen on
+    validation, every row)."""
+    best, rows = None, []
     for step in range(args.steps + 1):
         if step % args.eval_every == 0:
-            with torch.no_grad():
-                for layer, mat in zip(world.layers, edited()):
-                    layer.write(mat)
-            m = world.task_metrics(pools=("validation", "test"))
-            m["selection_score"] = task.selection_score(m)
-            rows.append({"step": step, **{k: m[k] for k in HEADLINE}, **{f"{k}_val": m[f"{k}_val"] for k in HEADLINE},
-                         "selection_score": m["selection_score"]})
-            if best is None or m["selection_score"] > best["selection_score"]:
+            rows.append(_evaluate(world, factors, args.world, bounds, step))
+            if best is None or rows[-1]["selection_score"] > best["selection_score"]:
                 best = rows[-1]
         if step == args.steps:
             break
-        params = as_params(edited())
+        params = _as_params(world, _edited(world, factors, args.world, bounds))
         logits = _suffix_call(world, params, reh)
-        terms = task.reward_tensors(logits, ref)
+        terms = world.task.reward_tensors(logits, ref)
         loss = -(args.utility_coef * terms["utility"] + args.objective_coef * terms["objective"])
         opt.zero_grad()
         loss.backward()
         opt.step()
+    return best, rows
+
+
+def _report(args: argparse.Namespace, before: dict, best: dict, rows: list[dict], started: float) -> None:
+    """One JSON line (scripts/reproduce.py reads it), then a one-line summary."""
     oracle = max(rows, key=lambda r: r["bias_score"])
     out = {"args": vars(args), "seconds": round(time.perf_counter() - started, 1),
            "before": {k: before[k] for k in HEADLINE}, "chosen_on_validation": best,

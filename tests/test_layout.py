@@ -1,6 +1,6 @@
-"""The package's layout rules (scripts/check_layout.py) hold, and the checker finds what it
-is for: import cycles (lazy ones and ones through a package's __init__), long modules and
-long functions."""
+"""The layout rules (scripts/check_layout.py) hold for the package and scripts/, and the
+checker finds what it is for: import cycles (lazy ones and ones through a package's
+__init__), long modules and long functions (the package's and the scripts')."""
 import importlib.util
 import sys
 import textwrap
@@ -51,3 +51,18 @@ def test_long_modules_and_functions_are_named(layout, tmp_path):
     root = _package(tmp_path, {"__init__.py": "", "long.py": f"def f():\n{body}\n" + "#\n" * 400})
     found = layout.long_modules(root) + layout.long_functions(root)
     assert len(found) == 2 and "long.py" in found[0] and "f: 61 lines" in found[1]
+
+
+def test_scripts_are_held_to_the_size_rules_and_named_from_the_root(layout, tmp_path, monkeypatch):
+    body = "\n".join(f"    x{i} = {i}" for i in range(layout.MAX_FUNCTION_LINES))
+    most, longest = layout.MAX_MODULE_LINES, layout.MAX_FUNCTION_LINES
+    root = _package(tmp_path, {"__init__.py": ""})
+    for name, text in {"top.py": f"def f():\n{body}\n", "tool/__init__.py": "", "tool/deep.py": "#\n" * (most + 1)}.items():
+        path = root / "scripts" / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text)
+    assert layout.long_modules(root) == [f"scripts/tool/deep.py: {most + 1} lines (max {most})"]
+    assert layout.long_functions(root) == [f"scripts/top.py:1 f: {longest + 1} lines (max {longest})"]
+    monkeypatch.setattr(layout, "DECLARATIVE", {"scripts.top.f"})
+    assert layout.long_functions(root) == []
+    assert set(layout.import_graph(root)) == {"rledit_ray"}  # the cycle check covers the package only

@@ -24,12 +24,14 @@ PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
 def _load_reproduce():
     spec = importlib.util.spec_from_file_location("reproduce", ROOT / "scripts" / "reproduce.py")
     module = importlib.util.module_from_spec(spec)
-    sys.modules["reproduce"] = module  # dataclasses look their module up by name
+    sys.modules["reproduce"] = module  # as an import would
     spec.loader.exec_module(module)
     return module
 
 
-R = _load_reproduce()
+R = _load_reproduce()  # the command line; loading it puts scripts/ on sys.path, where its parts live
+from reproducing import outputs, pages, registry, runner, steps, tables_bias, tables_byo, tables_unlearning  # noqa: E402
+
 HEADER_RE = re.compile(r"^Measured .+ on .+, load .+, commit .+, took .+: `python scripts/reproduce\.py ([a-z0-9-]+)`$")
 
 
@@ -38,7 +40,7 @@ def _blocks():
     out = []
     for page in PAGES:
         text = page.read_text()
-        for name, (start, end) in R.find_blocks(text).items():
+        for name, (start, end) in pages.find_blocks(text).items():
             out.append((page, name, text[start:end]))
     return out
 
@@ -49,9 +51,9 @@ def test_every_block_has_a_table_and_every_table_a_block():
     for page, name, _ in _blocks():
         assert name not in found, f"block '{name}' in both {found.get(name)} and {page}"
         found[name] = page.relative_to(ROOT).as_posix()
-    assert set(found) == set(R.TABLES), (f"blocks without a table: {sorted(set(found) - set(R.TABLES))}; "
-                                         f"tables without a block: {sorted(set(R.TABLES) - set(found))}")
-    for name, table in R.TABLES.items():
+    assert set(found) == set(registry.TABLES), (f"blocks without a table: {sorted(set(found) - set(registry.TABLES))}; "
+                                                f"tables without a block: {sorted(set(registry.TABLES) - set(found))}")
+    for name, table in registry.TABLES.items():
         assert table.page == found[name], f"{name}: registered for {table.page}, found in {found[name]}"
 
 
@@ -67,8 +69,8 @@ def test_blocks_open_with_their_measurement_line():
 def test_markers_pair_up_on_every_page():
     for page in PAGES:
         text = page.read_text()
-        blocks = R.find_blocks(text)  # raises on an unclosed, crossed or repeated block
-        assert len(R.MARKER.findall(text)) == 2 * len(blocks), page.name
+        blocks = pages.find_blocks(text)  # raises on an unclosed, crossed or repeated block
+        assert len(pages.MARKER.findall(text)) == 2 * len(blocks), page.name
         assert len(re.findall(r"<!--\s*/?\s*reproduce", text)) == 2 * len(blocks), f"{page.name}: a malformed marker"
 
 
@@ -81,7 +83,7 @@ def test_markers_pair_up_on_every_page():
 ])
 def test_malformed_blocks_are_refused(text, problem):
     with pytest.raises(ValueError, match=problem):
-        R.find_blocks(text)
+        pages.find_blocks(text)
 
 
 def test_tables_not_rerun_since_the_critic_fix_say_so():
@@ -99,10 +101,10 @@ def _check_step(name: str, table, step, tmp_path: Path) -> None:
     argv = shlex.split(step.command)
     for part in (step.done, step.resume and step.resume[0], step.run):
         if part:
-            assert part.startswith(R.RUNS + "/"), f"{name}: {part} is not under {R.RUNS}/"
+            assert part.startswith(steps.RUNS + "/"), f"{name}: {part} is not under {steps.RUNS}/"
     if argv[0] == "rledit":
         config = argv[argv.index("--config") + 1] if "--config" in argv else None
-        generated = config and config.startswith(R.out_dir(name) + "/")
+        generated = config and config.startswith(steps.out_dir(name) + "/")
         if generated:  # written by the table before its commands: it must be a valid run config
             text = table.files[Path(config).name]()
             (tmp_path / Path(config).name).write_text(text)
@@ -111,7 +113,8 @@ def _check_step(name: str, table, step, tmp_path: Path) -> None:
         else:
             _check_entrypoint(step.command)
         if "--out" in argv:
-            assert argv[argv.index("--out") + 1].startswith(R.RUNS + "/"), f"{name}: {step.command} writes outside {R.RUNS}/"
+            assert argv[argv.index("--out") + 1].startswith(steps.RUNS + "/"), \
+                f"{name}: {step.command} writes outside {steps.RUNS}/"
         if step.resume and argv[1] == "train":  # `--resume RUN_DIR` must parse too
             _parser().parse_args([*argv[1:], *shlex.split(step.resume[1])])
     elif argv[:3] == ["python", "-m", "pytest"]:
@@ -129,29 +132,29 @@ def _check_step(name: str, table, step, tmp_path: Path) -> None:
 
 
 def test_every_registered_command_parses(tmp_path):
-    for name, table in R.TABLES.items():
+    for name, table in registry.TABLES.items():
         assert table.steps and table.minutes > 0, name
         for step in table.steps:
             _check_step(name, table, step, tmp_path)
 
 
 def test_an_unknown_flag_in_a_registered_command_fails_the_check(tmp_path):
-    table = R.TABLES["results"]
-    bad = R.Step("rledit train --no-such-flag 1 --out runs/reproduce/results/x")
+    table = registry.TABLES["results"]
+    bad = steps.Step("rledit train --no-such-flag 1 --out runs/reproduce/results/x")
     with pytest.raises(UserError, match="no-such-flag"):
         _check_step("results", table, bad, tmp_path)
-    probe = R.Step("python scripts/bias_edit_probe.py --no-such-flag 1")
+    probe = steps.Step("python scripts/bias_edit_probe.py --no-such-flag 1")
     with pytest.raises(AssertionError, match="no-such-flag"):
-        _check_step("bias-probe", R.TABLES["bias-probe"], probe, tmp_path)
+        _check_step("bias-probe", registry.TABLES["bias-probe"], probe, tmp_path)
 
 
 def test_list_and_dry_run_name_every_table_and_command(capsys):
     assert R.main(["--list"]) == 0
     listed = capsys.readouterr().out
-    assert all(name in listed for name in R.TABLES)
+    assert all(name in listed for name in registry.TABLES)
     assert R.main(["--dry-run", "--all"]) == 0
     printed = capsys.readouterr().out
-    for table in R.TABLES.values():
+    for table in registry.TABLES.values():
         assert all(step.command in printed for step in table.steps)
     with pytest.raises(SystemExit):
         R.main(["no-such-table"])
@@ -166,12 +169,12 @@ def test_rewrite_replaces_exactly_one_block(tmp_path):
     after = "\n\nthe end, no final newline"
     page = tmp_path / "page.md"
     page.write_bytes((before + block_a + middle + block_b + after).encode())
-    R.rewrite_page(page, "a", "Measured new\n\n| y |\n|---|\n| 2 |\n")
+    pages.rewrite_page(page, "a", "Measured new\n\n| y |\n|---|\n| 2 |\n")
     new_a = "<!-- reproduce: a -->\nMeasured new\n\n| y |\n|---|\n| 2 |\n<!-- /reproduce: a -->"
     assert page.read_bytes() == (before + new_a + middle + block_b + after).encode()
     assert [p.name for p in tmp_path.iterdir()] == ["page.md"]  # no temporary file left behind
     with pytest.raises(ValueError, match="no reproduce block 'c'"):
-        R.rewrite_page(page, "c", "x")
+        pages.rewrite_page(page, "c", "x")
     assert page.read_bytes() == (before + new_a + middle + block_b + after).encode()
 
 
@@ -180,26 +183,26 @@ def test_rewriting_a_real_page_keeps_the_rest_of_it(tmp_path):
     page = tmp_path / "results.md"
     page.write_text(source.read_text())
     header = "Measured x on y, load z, commit c, took t: `python scripts/reproduce.py results`"
-    R.rewrite_page(page, "results", header + "\n\n| a |\n|---|")
+    pages.rewrite_page(page, "results", header + "\n\n| a |\n|---|")
     old, new = source.read_text(), page.read_text()
-    (s0, e0), (s1, e1) = R.find_blocks(old)["results"], R.find_blocks(new)["results"]
+    (s0, e0), (s1, e1) = pages.find_blocks(old)["results"], pages.find_blocks(new)["results"]
     assert old[:s0] == new[:s1] and old[e0:] == new[e1:]
 
 
 def test_a_table_runs_resumes_and_rewrites_its_block(tmp_path, monkeypatch, capsys):
     """The runner itself, on a throwaway table of shell one-liners in a scratch repository."""
-    monkeypatch.setattr(R, "ROOT", tmp_path)
+    monkeypatch.setattr(runner, "ROOT", tmp_path)
     (tmp_path / "docs").mkdir()
     page = tmp_path / "docs" / "x.md"
     page.write_text("# x\n\n<!-- reproduce: fake -->\nold\n<!-- /reproduce: fake -->\n\ntail\n")
-    out = R.out_dir("fake")
-    table = R.Table("docs/x.md", (
-        R.Step(f"mkdir -p {out} && echo progress >&2 && echo '{{\"v\": 7}}'"),
-        R.Step(f"echo $GREETING > {out}/marker", done=f"{out}/marker")),
+    out = steps.out_dir("fake")
+    table = steps.Table("docs/x.md", (
+        steps.Step(f"mkdir -p {out} && echo progress >&2 && echo '{{\"v\": 7}}'"),
+        steps.Step(f"echo $GREETING > {out}/marker", done=f"{out}/marker")),
         lambda o: f"| v | greeting |\n|---|---|\n| {o.last_json(0)['v']} | {o.path(out + '/marker').read_text().strip()} |",
         1, setup="GREETING=hello")
-    env = R.environment(Path(sys.executable).parent.parent)
-    R.reproduce("fake", table, env)
+    env = runner.environment(Path(sys.executable).parent.parent)
+    runner.reproduce("fake", table, env)
     text = page.read_text()
     assert text.startswith("# x\n\n<!-- reproduce: fake -->\nMeasured ") and text.endswith("<!-- /reproduce: fake -->\n\ntail\n")
     assert "| 7 | hello |" in text and "`python scripts/reproduce.py fake`" in text and "already done" not in text
@@ -207,13 +210,13 @@ def test_a_table_runs_resumes_and_rewrites_its_block(tmp_path, monkeypatch, caps
     assert (tmp_path / out / "logs" / "step00.err").read_text() == "progress\n"
     assert json.loads((tmp_path / out / "logs" / "step00.json").read_text())["rc"] == 0
     capsys.readouterr()
-    R.reproduce("fake", table, env)  # a rerun runs nothing: one step has its record, the other its output
+    runner.reproduce("fake", table, env)  # a rerun runs nothing: one step has its record, the other its output
     assert "[finished before]" in capsys.readouterr().out
     assert "(2 of 2 commands already done)" in page.read_text()
-    failing = R.Table("docs/x.md", (R.Step("exit 3"),), lambda o: "never", 1)
+    failing = steps.Table("docs/x.md", (steps.Step("exit 3"),), lambda o: "never", 1)
     before = page.read_text()
     with pytest.raises(SystemExit, match="exit status 3"):
-        R.reproduce("fake", failing, env)
+        runner.reproduce("fake", failing, env)
     assert page.read_text() == before
 
 
@@ -231,16 +234,16 @@ def _unlearning_metrics(world: str, seed: int, forget: float) -> dict:
 def test_results_table_is_what_rledit_summarize_prints(tmp_path):
     from rledit_ray.report import summary_table
 
-    table = R.TABLES["results"]
+    table = registry.TABLES["results"]
     for i, step in enumerate(table.steps):
         run = tmp_path / step.run
         run.mkdir(parents=True)
         (run / "metrics.json").write_text(json.dumps(_unlearning_metrics(step.label.split("-")[0], i % 3, 0.001 * i)))
-    logs = tmp_path / R.out_dir("results") / "logs"
+    logs = tmp_path / steps.out_dir("results") / "logs"
     logs.mkdir(parents=True)
     (logs / "step00.out").write_text(f"loading\nbefore: forget 99.03% retain 99.23% (test)\nINFO ray\n"
                                      f"after: forget 0.29% (test) | run dir: {tmp_path}/runs/reproduce/results/mask-seed0\n")
-    built = R.unlearning_runs_table(R.Outputs("results", table, root=tmp_path))
+    built = tables_unlearning.unlearning_runs_table(outputs.Outputs("results", table, root=tmp_path))
     expected = summary_table([tmp_path / s.run for s in table.steps])
     assert built.startswith(expected + "\n\n")
     assert "before: forget 99.03%" in built and "run dir: runs/reproduce/results/mask-seed0" in built
@@ -259,7 +262,7 @@ def test_bias_table_reads_the_bias_reports_keys(tmp_path):
         out = bm.bias_report(scores, labels, membership, groups)
         return {**out, "counterfactual_gap": bm.counterfactual_gap(scores, np.clip(scores + 0.05, 0, 1))}
 
-    table, first_run = R.TABLES["bias"], None
+    table, first_run = registry.TABLES["bias"], None
     for step in table.steps:
         run = tmp_path / step.run
         run.mkdir(parents=True)
@@ -270,7 +273,7 @@ def test_bias_table_reads_the_bias_reports_keys(tmp_path):
                    "intervals": {k: [-0.01, 0.02] for k in ("overall_auc", "bias_score", "worst_group_bias_auc",
                                                             "counterfactual_gap")}}
         (run / "metrics.json").write_text(json.dumps(metrics, default=float))
-    built = R.bias_runs_table(R.Outputs("bias", table, root=tmp_path))
+    built = tables_bias.bias_runs_table(outputs.Outputs("bias", table, root=tmp_path))
     rows = [line for line in built.splitlines() if line.startswith("| `rledit train")]
     assert len(rows) == 2 * len(table.steps)  # the runs table and the intervals table
     assert "10.5 min" in built and "| MaskWorld | seeds 0, 1, 2 |" in built and "[-1.00, +2.00]" in built
@@ -281,7 +284,7 @@ def test_bias_table_reads_the_bias_reports_keys(tmp_path):
 def test_sweep_table_reads_the_sweeps_summary_csv(tmp_path):
     from rledit_ray.sweep import _csv_text
 
-    table = R.TABLES["sweep-world-rank"]
+    table = registry.TABLES["sweep-world-rank"]
     trials = [{"trial": f"trial_{i}", "world": w, "rank": r, "seed": s, "status": "finished", "env_steps": 5500,
                "score_val": 0.9855, "forget_acc": 0.0019, "retain_acc": 0.9872}
               for i, (w, r, s) in enumerate([("shift", 4, 1), ("mask", 1, 0), ("mask", 4, 0)])]
@@ -291,7 +294,7 @@ def test_sweep_table_reads_the_sweeps_summary_csv(tmp_path):
     out.mkdir(parents=True)
     columns = ["trial", "world", "rank", "seed", "status", "env_steps", "score_val", "forget_acc", "retain_acc"]
     (out / "summary.csv").write_text(_csv_text(trials, columns))
-    built = R.TABLES["sweep-world-rank"].build(R.Outputs("sweep-world-rank", table, root=tmp_path))
+    built = registry.TABLES["sweep-world-rank"].build(outputs.Outputs("sweep-world-rank", table, root=tmp_path))
     lines = built.splitlines()
     assert lines[0] == "| world | rank | seed | forget (test) | retain (test) | validation score | env steps |"
     assert lines[2] == "| mask | 1 | 0 | 0.19% | 98.72% | 0.9855 | 5500 |"
@@ -332,7 +335,7 @@ def _fake_outputs(name: str, table, root: Path) -> None:
     """What each registered command leaves behind, in the formats the code writes or prints."""
     from rledit_ray.sweep import _csv_text
 
-    logs = root / R.out_dir(name) / "logs"
+    logs = root / steps.out_dir(name) / "logs"
     logs.mkdir(parents=True, exist_ok=True)
     for i, step in enumerate(table.steps):
         argv, stdout = shlex.split(step.command), ""
@@ -363,7 +366,7 @@ def _fake_outputs(name: str, table, root: Path) -> None:
         elif argv[1] == "scripts/bias_edit_probe.py":
             metrics = {"overall_auc": 0.8, "bias_score": 0.78, "worst_group_bias_auc": 0.75, "counterfactual_gap": 0.08}
             stdout = json.dumps({"before": metrics, "chosen_on_validation": {**metrics, "step": 10},
-                                 R.PROBE_ORACLE: metrics}) + "\n# mask fc2 ...\n"
+                                 tables_bias.PROBE_ORACLE: metrics}) + "\n# mask fc2 ...\n"
         elif argv[1] == "scripts/bias_offset_bound.py":
             stdout = "".join(f"per-group {kind:12s} fitted on {src:12s} utility_coef {u}: doverall_auc -0.10 "
                              f"dbias_score +1.29 dworst_group_bias_auc +2.00\n"
@@ -381,29 +384,29 @@ def _fake_outputs(name: str, table, root: Path) -> None:
         (logs / f"step{i:02d}.json").write_text(json.dumps({"command": step.command, "rc": 0, "seconds": 80.0}))
 
 
-@pytest.mark.parametrize("name", sorted(R.TABLES))
+@pytest.mark.parametrize("name", sorted(registry.TABLES))
 def test_every_table_builds_its_block_from_outputs_shaped_like_the_codes(name, tmp_path):
-    table = R.TABLES[name]
+    table = registry.TABLES[name]
     _fake_outputs(name, table, tmp_path)
-    body = table.build(R.Outputs(name, table, root=tmp_path))
+    body = table.build(outputs.Outputs(name, table, root=tmp_path))
     assert "|---" in body and "n/a |" not in body.split("\n\n")[0].splitlines()[2], body
     page = tmp_path / "page.md"
     page.write_text((ROOT / table.page).read_text())
-    R.rewrite_page(page, name, R.header(name, 0.0, 1.0, 2.0, "abc1234", 0, len(table.steps)) + "\n\n" + body)
+    pages.rewrite_page(page, name, runner.header(name, 0.0, 1.0, 2.0, "abc1234", 0, len(table.steps)) + "\n\n" + body)
     content = page.read_text()
-    start, end = R.find_blocks(content)[name]
+    start, end = pages.find_blocks(content)[name]
     assert HEADER_RE.match(content[start:end].strip().splitlines()[0])
 
 
 def test_script_lines_the_builders_parse_are_the_scripts_own():
     """The builders read what scripts print; those formats live in the scripts' f-strings."""
     probe = (ROOT / "scripts" / "bias_edit_probe.py").read_text()
-    assert f'"{R.PROBE_ORACLE}"' in probe and '"chosen_on_validation"' in probe
+    assert f'"{tables_bias.PROBE_ORACLE}"' in probe and '"chosen_on_validation"' in probe
     offset = (ROOT / "scripts" / "bias_offset_bound.py").read_text()
     assert 'f"per-group {kind:12s} fitted on {source:12s} utility_coef {utility_coef}: {deltas}"' in offset
     hf = (ROOT / "scripts" / "hf_target_steps.py").read_text()
     assert "action dims, {len(x)} reward rows x" in hf and "world {steps:.1f} steps/s, full forward" in hf
-    for name, note in R.HF_NOTES.items():  # the note repeats the script's settings of that edit
+    for name, note in tables_byo.HF_NOTES.items():  # the note repeats the script's settings of that edit
         assert f'"{name}": {{"edit": ' in hf and "64" in note and '"per_set": 64' in hf and '"pairs_per_set": 64' in hf
     made = (ROOT / "scripts" / "make_text_classifier.py").read_text()
     assert 'f"wrote {args.out}: classifier head accuracy fit {fit_acc:.3f}, validation {val_acc:.3f} "' in made
@@ -423,7 +426,7 @@ def test_front_page_numbers_come_from_the_docs_tables():
         what, result, command, details = [cell.strip() for cell in row.strip().strip("|").split("|")]
         page = ROOT / re.search(r"\]\(([^)]+)\)", details).group(1)
         name = re.search(r"reproduce\.py ([a-z0-9-]+)", command).group(1)
-        assert name in R.TABLES and R.TABLES[name].page == page.relative_to(ROOT).as_posix(), row
+        assert name in registry.TABLES and registry.TABLES[name].page == page.relative_to(ROOT).as_posix(), row
         tables = "".join(content for p, n, content in _blocks() if p == page)
         for number in _numbers(result):
             assert re.search(rf"(?<![\d.,]){re.escape(number)}(?![\d])", tables), \

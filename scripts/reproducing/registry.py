@@ -1,0 +1,201 @@
+"""TABLES: every measured table of README.md and docs/*.md, page by page. A table's name is
+the name of its block in its page; it declares its commands (steps.py), the builder that
+turns their outputs into the block (tables_*.py) and its estimated minutes (from the times
+the docs quote for the last measurement)."""
+from __future__ import annotations
+
+from typing import Callable
+
+from .steps import ROOT, Step, Table, out_dir, sweep, train
+from .tables_bias import bias_delta_table, bias_runs_table, offset_bound_table, probe_table
+from .tables_byo import byo_bench_table, byo_table, mask_settings_table, transformers_table
+from .tables_generalist import generalist_table, requests_table, serve_timing_table
+from .tables_performance import bench_table, test_suite_table, world_only_table
+from .tables_sweeps import BIAS_SWEEP, UNLEARNING_SWEEP, sweep_table
+from .tables_unlearning import comparison_md, unlearning_runs_table
+
+
+# ---------------------------------------------------------------------------- docs/results.md, docs/baselines.md
+def _unlearning_runs() -> tuple[Step, ...]:
+    out = out_dir("results")
+    return tuple(train(f"{out}/{world}-seed{s}", f"--world {world} --seed {s}", f"{world}-seed{s}")
+                 for world in ("mask", "shift") for s in (0, 1, 2))
+
+
+def _unlearning() -> dict[str, Table]:
+    return {
+        "results": Table("docs/results.md", _unlearning_runs(), unlearning_runs_table, 12),
+        "baselines-unlearning": Table("docs/baselines.md", (Step(
+            f"rledit compare --task unlearning --dataset mnist --forget-class 7 --seeds 3 --rl-iterations 25 "
+            f"--out {out_dir('baselines-unlearning')}", run=out_dir("baselines-unlearning")),),
+            comparison_md, 30),
+        "baselines-bias": Table("docs/baselines.md", (Step(
+            f"rledit compare --task bias --seeds 3 --out {out_dir('baselines-bias')}", run=out_dir("baselines-bias")),),
+            comparison_md, 70),
+    }
+
+
+# ---------------------------------------------------------------------------- docs/bias.md
+def _bias_runs() -> tuple[Step, ...]:
+    out = out_dir("bias")
+    steps = []
+    for world in ("mask", "shift"):
+        for s in (0, 1, 2):
+            flags = "--task bias" + (" --world shift" if world == "shift" else "") + (f" --seed {s}" if s else "")
+            steps.append(train(f"{out}/{world}-seed{s}", flags, f"`rledit train {flags}`"))
+    return tuple(steps)
+
+
+PROBES = (  # (flags of scripts/bias_edit_probe.py, how the table names the row after the flags)
+    ("--world mask --edit fc2 --objective worst_group --temperature 0.1", "(300)"),
+    ("--world mask", "(the defaults: fc2, worst_group, 0.3, 2; 300)"),
+    ("--world shift --edit fc2 --objective worst_group --temperature 0.1", "(300)"),
+    ("--world shift", "(the defaults; 300)"),
+    ("--world mask --edit fc1 --rank 4 --objective bias_score --temperature 0.05 --steps 200", ""),
+    ("--world shift --edit fc1 --rank 4 --objective bias_score --temperature 0.05 --utility-coef 1 --steps 200", ""),
+    ("--world shift --edit fc1 --rank 4 --objective worst_group --temperature 0.05 --utility-coef 4 --steps 200", ""),
+    ("--world mask --edit fc1,fc2", "(both layers, rank 1; 300)"),
+    ("--world mask --edit fc1,fc2 --rank 4 --objective bias_score --temperature 0.05", "(300)"),
+    ("--world mask --edit fc1 --rank 16 --objective bias_score --temperature 0.05 --utility-coef 1", "(300)"),
+)
+
+
+def _bias() -> dict[str, Table]:
+    return {
+        "bias": Table("docs/bias.md", _bias_runs(), bias_runs_table, 55),
+        "bias-fc1": Table("docs/bias.md", (train(f"{out_dir('bias-fc1')}/mask-fc1-seed0", "--task bias --layer fc1",
+                                                 "`rledit train --task bias --layer fc1`"),),
+                          bias_delta_table, 14),
+        "bias-probe": Table("docs/bias.md", tuple(
+            Step(f"python scripts/bias_edit_probe.py {flags}", label=f"`{flags}`" + (f" {note}" if note else ""))
+            for flags, note in PROBES), probe_table, 10),
+        "bias-offset-bound": Table("docs/bias.md", (Step("python scripts/bias_offset_bound.py"),),
+                                   offset_bound_table, 2),
+    }
+
+
+# ---------------------------------------------------------------------------- docs/generalist.md
+GEN = out_dir("generalist-training")  # the serving tables edit with these runs' checkpoints
+
+
+def _generalist_runs() -> tuple[Step, ...]:
+    return (train(f"{GEN}/gen-mask", "--config configs/generalist_mask.yaml", "`configs/generalist_mask.yaml`"),
+            train(f"{GEN}/gen-shift", "--config configs/generalist_shift.yaml", "`configs/generalist_shift.yaml`"),
+            train(f"{GEN}/gen-mask-seed1", "--config configs/generalist_mask.yaml --seed 1",
+                  "`configs/generalist_mask.yaml --seed 1`"),
+            train(f"{GEN}/gen-shift-seed1", "--config configs/generalist_shift.yaml --seed 1",
+                  "`configs/generalist_shift.yaml --seed 1`"))
+
+
+def _with_agent(config: str, agent: str) -> Callable[[], str]:
+    """A shipped config plus an `agent:` section (the shipped generalist configs have none)."""
+    return lambda: (ROOT / config).read_text().rstrip("\n") + f"\nagent: {agent}\n"
+
+
+def _serve_timing() -> tuple[Step, ...]:
+    out = out_dir("generalist-serve-timing")
+    steps = []
+    for world in ("mask", "shift"):
+        for k in (7, 8, 9):
+            steps.append(Step(f"rledit edit --checkpoint {GEN}/gen-{world} --forget-class {k} --repeat 5 "
+                              f"--out {out}/{world}-{k}", done=f"{out}/{world}-{k}/metrics.json",
+                              run=f"{out}/{world}-{k}", label=f"{world}|{k}"))
+    return _generalist_runs()[:2] + tuple(steps)
+
+
+def _generalist() -> dict[str, Table]:
+    ppo, serving = out_dir("generalist-ppo-steps"), out_dir("generalist-serving")
+    return {
+        "generalist-training": Table("docs/generalist.md", _generalist_runs(), generalist_table, 20),
+        "generalist-ppo-steps": Table("docs/generalist.md", (
+            train(f"{ppo}/shift-lr", f"--config {ppo}/shift-lr.yaml", "`agent.lr: 0.0003`"),
+            train(f"{ppo}/shift-epochs", f"--config {ppo}/shift-epochs.yaml", "`agent.num_epochs: 3`")),
+            generalist_table, 12,
+            files={"shift-lr.yaml": _with_agent("configs/generalist_shift.yaml", "{lr: 0.0003}"),
+                   "shift-epochs.yaml": _with_agent("configs/generalist_shift.yaml", "{num_epochs: 3}")}),
+        "generalist-earlystop": Table("docs/generalist.md", (train(
+            f"{out_dir('generalist-earlystop')}/gen-shift-earlystop", "--config configs/generalist_shift_earlystop.yaml",
+            "`configs/generalist_shift_earlystop.yaml`"),), generalist_table, 4),
+        "generalist-serving": Table("docs/generalist.md", _generalist_runs()[:2] + (
+            Step(f"rledit compare-requests --checkpoint {GEN}/gen-mask --out {serving}", run=serving),
+            Step(f"rledit compare-requests --checkpoint {GEN}/gen-shift --baselines --out {serving}", run=serving)),
+            requests_table, 15),
+        "generalist-serve-timing": Table("docs/generalist.md", _serve_timing(), serve_timing_table, 3),
+    }
+
+
+# ---------------------------------------------------------------------------- docs/sweeps.md
+def _sweeps() -> dict[str, Table]:
+    return {
+        "sweep-reward-coefs": Table("docs/sweeps.md", (sweep(
+            "sweep-reward-coefs", "tune_configs/unlearning_reward_coefs.yaml", "unlearning-reward-coefs"),),
+            lambda o: sweep_table(o, ["reward.utility_coef"], UNLEARNING_SWEEP), 8),
+        "sweep-episode-length": Table("docs/sweeps.md", (sweep(
+            "sweep-episode-length", "tune_configs/unlearning_episode_length.yaml", "unlearning-episode-length"),),
+            lambda o: sweep_table(o, ["episode_length"], UNLEARNING_SWEEP), 8),
+        "sweep-sample-count": Table("docs/sweeps.md", (sweep(
+            "sweep-sample-count", "tune_configs/unlearning_sample_count.yaml", "unlearning-sample-count"),),
+            lambda o: sweep_table(o, ["samples.per_set"], UNLEARNING_SWEEP), 8),
+        "sweep-world-rank": Table("docs/sweeps.md", (sweep(
+            "sweep-world-rank", "tune_configs/unlearning_world_rank.yaml", "unlearning-world-rank"),),
+            lambda o: sweep_table(o, ["world", "rank", "seed"], UNLEARNING_SWEEP), 8),
+        "sweep-bias-reward-coefs": Table("docs/sweeps.md", (sweep(
+            "sweep-bias-reward-coefs", "tune_configs/bias_reward_coefs.yaml", "bias-reward-coefs"),),
+            lambda o: sweep_table(o, ["reward.utility_coef"], BIAS_SWEEP), 11),
+    }
+
+
+# ---------------------------------------------------------------------------- docs/performance.md
+def _performance() -> dict[str, Table]:
+    suite = out_dir("test-suite")
+    return {
+        "performance": Table("docs/performance.md", (Step("rledit bench --repeats 5 --seconds 0.5 --json"),),
+                             bench_table, 6),
+        "performance-world-cpu": Table("docs/performance.md", (
+            Step("rledit bench --world-only --device cpu --repeats 5 --seconds 0.4 --json"),
+            *[Step("rledit bench --world-only --device cpu --configs heavy --repeats 5 --seconds 0.4 --json",
+                   label=f"heavy alone, run {i}") for i in range(1, 5)]),
+            world_only_table, 6),
+        "performance-gpu": Table("docs/performance.md", (
+            Step("rledit bench --world-only --device cuda --repeats 5 --seconds 0.4 --json"),
+            Step("python -m pytest -q tests/test_gpu.py", label="tests/test_gpu.py")),
+            world_only_table, 3),
+        "test-suite": Table("docs/performance.md", (
+            Step(f"rm -rf {suite}/clone && git clone -q . {suite}/clone"),
+            Step(f"make -C {suite}/clone test")), test_suite_table, 16),
+    }
+
+
+# ---------------------------------------------------------------------------- docs/byo.md
+DR = ('DR=$(python -c "import importlib.util as u, pathlib; '
+      "print(pathlib.Path(u.find_spec('digit_recognizer').origin).parent)\")")
+BYO_MODEL = "--model $DR/model.py:CNN --weights $DR/models/handwriting_model.pth --mean 0.1307 --std 0.3081 --layer fc_layers.2"
+
+
+def _byo() -> dict[str, Table]:
+    byo, hf, mask_settings = out_dir("byo"), out_dir("byo-transformers"), out_dir("byo-mask-settings")
+    return {
+        "byo": Table("docs/byo.md", tuple(
+            train(f"{byo}/{name}", f"{BYO_MODEL} --mask-bounds=-1,1.5 --mask-update additive {flags}", label)
+            for name, flags, label in (("seed0", "--seed 0", "0"), ("seed1", "--seed 1", "1"), ("seed2", "--seed 2", "2"),
+                                       ("seed0-runners2", "--seed 0 --env-runners 2", "0, `--env-runners 2`"))),
+            byo_table, 6, setup=DR),
+        "byo-mask-settings": Table("docs/byo.md", (
+            train(f"{mask_settings}/default-seed0", f"{BYO_MODEL} --seed 0", "[0, 1.5] (the default)|multiplicative|0"),
+            *[train(f"{mask_settings}/bounds-seed{s}", f"{BYO_MODEL} --mask-bounds=-1,1.5 --seed {s}",
+                    f"[-1, 1.5]|multiplicative|{s}") for s in (0, 1, 2)]),
+            mask_settings_table, 25, setup=DR),
+        "byo-bench": Table("docs/byo.md", (Step(
+            "rledit bench --configs default,third_party --runners 0 --envs 1,4 --samples 256 --repeats 5 "
+            "--seconds 0.5 --json"),), byo_bench_table, 4),
+        "byo-transformers": Table("docs/byo.md", (
+            Step(f"python scripts/make_text_classifier.py --out {hf}/minilm-redditbias",
+                 done=f"{hf}/minilm-redditbias/config.json", label="make"),
+            Step(f"python scripts/hf_target_steps.py --hf-model {hf}/minilm-redditbias", label="steps"),
+            train(f"{hf}/train", f"--task bias --hf-model {hf}/minilm-redditbias --layer classifier --iterations 3",
+                  "train")),
+            transformers_table, 10),
+    }
+
+
+TABLES = {**_unlearning(), **_bias(), **_generalist(), **_sweeps(), **_performance(), **_byo()}

@@ -1,0 +1,35 @@
+"""Builders of docs/results.md (the unlearning runs: metrics.json of rledit_ray/training.py,
+the columns of report.py's summary_table) and docs/baselines.md (the comparison.md that
+compare.py writes, both tasks). Metric names: rledit_ray/tasks/unlearning.py."""
+from __future__ import annotations
+
+from pathlib import Path
+
+from .formatting import md_table, pct
+from .outputs import Outputs
+
+
+def unlearning_runs_table(o: Outputs) -> str:
+    """docs/results.md: one row per run, as `rledit summarize` prints it; then what the first
+    run (the `make demo` run) printed."""
+    rows = []
+    for step in o.table.steps:
+        m = o.metrics(step)
+        a, r = m["after"], m.get("random_policy", {})
+        rows.append([step.label or Path(step.run).name, m["world"], str(m["seed"]), pct(a["forget_acc"]),
+                     pct(a["retain_acc"]), pct(a.get("forget_train_acc")), pct(a.get("retain_train_acc")),
+                     f"{pct(r.get('forget_acc'))} / {pct(r.get('retain_acc'))}", str(m["env_steps"]),
+                     f"{m['wall_time_s']:.0f}"])
+    text = md_table(["run", "world", "seed", "forget (test)", "retain (test)", "forget (train)", "retain (train)",
+                     "random policy forget / retain", "env steps", "wall s"], rows)
+    lines = [line.replace(str(o.root) + "/", "") for line in o.stdout(0).splitlines()
+             if line.startswith(("before:", "iter ", "validation target", "after:"))]
+    if lines:
+        first = o.table.steps[0].command.split(" --out ")[0]
+        text += f"\n\nWhat `{first}` printed (`make demo` trains the same edit):\n\n```\n" + "\n".join(lines) + "\n```"
+    return text
+
+
+def comparison_md(o: Outputs) -> str:
+    """The comparison.md that `rledit compare` writes: the table of means and its note."""
+    return o.path(f"{o.table.steps[-1].run}/comparison.md").read_text().strip()
