@@ -114,7 +114,7 @@ def group_auc_bars(path: Path, before: dict[str, dict], after: dict[str, dict],
     plt = _pyplot()
     groups = list(after)
     x = np.arange(len(groups))
-    fig, axes = plt.subplots(1, 3, figsize=(max(9.0, 1.1 * len(groups) * 3), 3.6), sharey=True)
+    fig, axes = plt.subplots(1, 3, figsize=(max(9.0, 0.8 * len(groups) * 3), 3.6), sharey=True)
     values = [g[k] for side in (before, after) for g in side.values() for k, _ in GROUP_AUCS]
     low = min([v for v in values if np.isfinite(v)] or [0.5])
     for ax, (key, label) in zip(axes, GROUP_AUCS):
@@ -123,14 +123,14 @@ def group_auc_bars(path: Path, before: dict[str, dict], after: dict[str, dict],
         ax.bar(x - 0.2, b, 0.4, color=BEFORE, label="before")
         ax.bar(x + 0.2, a, 0.4, color=AFTER, label="after (RL edit)")
         for i in x:
-            if np.isfinite(a[i]) and np.isfinite(b[i]):
+            if np.isfinite(a[i]) and np.isfinite(b[i]) and abs(a[i] - b[i]) >= 0.001:  # a tenth of a point
                 ax.annotate(f"{100 * (a[i] - b[i]):+.1f}", (i, max(a[i], b[i])), textcoords="offset points",
                             xytext=(0, 3), ha="center", fontsize=7)
         ax.set_xticks(x, groups, rotation=30, ha="right", fontsize=8)
         ax.set(title=label, ylim=(max(0.0, low - 0.05), 1.02))
     axes[0].set_ylabel("AUC")
     axes[0].legend(fontsize=7, loc="lower left")
-    fig.suptitle(title + "; numbers: change in points", fontsize=9)
+    fig.suptitle(title + "; numbers: change in points (where 0.1 or more)", fontsize=9)
     save_figure(fig, path)
     return Path(path)
 

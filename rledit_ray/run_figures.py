@@ -58,8 +58,14 @@ def edit_panels(world, forgotten: list[int]) -> list[figures.EditPanel]:
         panels.append(figures.EditPanel(
             layer.module_name, matrix.detach().float().cpu().numpy(), centre, label,
             marked=[k for k in forgotten if k < layer.rows] if rows_are_classes else [],
-            row_names=[f"class {k}" for k in range(layer.rows)] if rows_are_classes else None))
+            row_names=[_class_name(world.task, k) for k in range(layer.rows)] if rows_are_classes else None))
     return panels
+
+
+def _class_name(task, k: int) -> str:
+    if getattr(task, "name", "") == "bias":  # the bias task's two logits
+        return ("benign (0)", "harmful (1)")[k] if k < 2 else f"class {k}"
+    return f"class {k}"
 
 
 def write_run_figures(run_dir: Path, world, cfg, metrics: dict) -> tuple[list[tuple[str, str]], dict]:

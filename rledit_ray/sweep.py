@@ -241,14 +241,15 @@ def run_sweep(spec_path: str | Path, out: str | Path, resume: bool = False, addr
 
 def _mlflow(out: Path, spec: SweepSpec) -> list:
     """Tune's MLflow callback (every trial a run of experiment `spec.name`, in MLFLOW_TRACKING_URI
-    or OUT/mlruns) when mlflow is installed (`pip install rledit-ray[mlflow]`); none otherwise."""
+    or OUT/mlflow.db) when mlflow is installed (`pip install rledit-ray[mlflow]`); none otherwise.
+    A database, not a folder: MLflow 3 refuses its file store unless told otherwise."""
     try:
         import mlflow  # noqa: F401
     except ImportError:
         return []
     from ray.air.integrations.mlflow import MLflowLoggerCallback
 
-    uri = os.environ.get("MLFLOW_TRACKING_URI") or (out / "mlruns").as_uri()
+    uri = os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{out / 'mlflow.db'}"
     return [MLflowLoggerCallback(tracking_uri=uri, experiment_name=spec.name, save_artifact=False)]
 
 

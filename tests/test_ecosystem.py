@@ -104,8 +104,9 @@ def test_per_class_accuracy_adds_up_to_the_run_metrics(cli_run):
     retain_counts = torch.bincount(splits.retain_test.y, minlength=10).numpy()
     for when in ("before", "after"):
         per_class = np.array(m["per_class_test_acc"][when])
-        assert per_class[3] == pytest.approx(m[when]["forget_acc"], abs=1e-9)
-        assert np.average(per_class, weights=retain_counts) == pytest.approx(m[when]["retain_acc"], abs=1e-9)
+        # (the run measures in float32: equal to ~1e-7; one image of ~400 would be 2.5e-3)
+        assert per_class[3] == pytest.approx(m[when]["forget_acc"], abs=1e-6)
+        assert np.average(per_class, weights=retain_counts) == pytest.approx(m[when]["retain_acc"], abs=1e-6)
 
 
 def test_model_card_is_in_the_hub_layout_and_holds_the_test_numbers(cli_run):
@@ -171,17 +172,37 @@ def test_comparison_gets_a_forget_retain_scatter(tmp_path):
 
 
 # ----------------------------------------------------------------------------- sweeps
-@pytest.mark.slow
-def test_every_sweep_trial_has_its_tensorboard_events(tmp_path):
+@pytest.fixture(scope="module")
+def sweep(tmp_path_factory):
+    """The digits smoke sweep (two trials, one at a time) through the CLI."""
+    root = tmp_path_factory.mktemp("sweep")
     spec = yaml.safe_load((REPO / "tune_configs" / "digits_smoke.yaml").read_text())
     spec["max_concurrent_trials"] = 1
-    (tmp_path / "spec.yaml").write_text(yaml.safe_dump(spec))
-    done = subprocess.run([sys.executable, "-m", "rledit_ray", "sweep", str(tmp_path / "spec.yaml"),
-                           "--out", str(tmp_path / "out")], capture_output=True, text=True, timeout=900)
+    (root / "spec.yaml").write_text(yaml.safe_dump(spec))
+    done = subprocess.run([sys.executable, "-m", "rledit_ray", "sweep", str(root / "spec.yaml"),
+                           "--out", str(root / "out")], capture_output=True, text=True, timeout=900)
     assert done.returncode == 0, done.stderr[-3000:]
-    trials = sorted((tmp_path / "out" / spec["name"]).glob("trial_*/run"))
+    return root / "out", spec
+
+
+@pytest.mark.slow
+def test_every_sweep_trial_has_its_tensorboard_events(sweep):
+    out, spec = sweep
+    trials = sorted((out / spec["name"]).glob("trial_*/run"))
     assert len(trials) == 2
     for run in trials:
         m = json.loads((run / "metrics.json").read_text())
         returns = events(run / "tb").Scalars("train/episode_return_mean")
         assert [e.step for e in returns] == [h["env_steps"] for h in m["history"]]
+
+
+@pytest.mark.slow
+def test_with_mlflow_installed_every_trial_is_an_mlflow_run(sweep):
+    mlflow = pytest.importorskip("mlflow")  # the optional extra: pip install rledit-ray[mlflow]
+    out, spec = sweep
+    client = mlflow.MlflowClient(tracking_uri=f"sqlite:///{out / 'mlflow.db'}")
+    runs = client.search_runs([client.get_experiment_by_name(spec["name"]).experiment_id])
+    assert len(runs) == 2
+    for run in runs:
+        scores = client.get_metric_history(run.info.run_id, "selection_score")
+        assert len(scores) == FAST_DIGITS["training"]["iterations"] + 1  # each iteration, then the final report

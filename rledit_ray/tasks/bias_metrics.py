@@ -117,13 +117,17 @@ def error_rates(pred, labels) -> tuple[float, float]:
 def group_rates(pred, labels, member) -> dict[str, dict[str, float]]:
     """Accuracy, false positive and false negative rate of a group's rows ("group") and of
     the rest ("background"), by fairlearn's MetricFrame over membership."""
+    import sklearn
     from fairlearn.metrics import MetricFrame, false_negative_rate, false_positive_rate
     from sklearn.metrics import accuracy_score
 
     metrics = {"accuracy": _when(None, accuracy_score), "fpr": _when(0, false_positive_rate),
                "fnr": _when(1, false_negative_rate)}
-    by_group = MetricFrame(metrics=metrics, y_true=np.asarray(labels), y_pred=np.asarray(pred),
-                           sensitive_features=np.asarray(member, bool)).by_group
+    # The inputs are the project's own 0/1 arrays: scikit-learn's per-call checks would
+    # cost more than the counting (a report calls these 45 times).
+    with sklearn.config_context(assume_finite=True, skip_parameter_validation=True):
+        by_group = MetricFrame(metrics=metrics, y_true=np.asarray(labels), y_pred=np.asarray(pred),
+                               sensitive_features=np.asarray(member, bool)).by_group
     sides = {"group": True, "background": False}
     return {side: {k: float(by_group.loc[value, k]) if value in by_group.index else float("nan") for k in metrics}
             for side, value in sides.items()}
