@@ -114,7 +114,8 @@ def group_auc_bars(path: Path, before: dict[str, dict], after: dict[str, dict],
     plt = _pyplot()
     groups = list(after)
     x = np.arange(len(groups))
-    fig, axes = plt.subplots(1, 3, figsize=(max(9.0, 0.8 * len(groups) * 3), 3.6), sharey=True)
+    # One row per metric: the groups (up to Jigsaw's nine, with long names) share one x axis.
+    fig, axes = plt.subplots(3, 1, figsize=(max(6.5, 0.75 * len(groups) + 2), 8.0), sharex=True, sharey=True)
     values = [g[k] for side in (before, after) for g in side.values() for k, _ in GROUP_AUCS]
     low = min([v for v in values if np.isfinite(v)] or [0.5])
     for ax, (key, label) in zip(axes, GROUP_AUCS):
@@ -126,10 +127,10 @@ def group_auc_bars(path: Path, before: dict[str, dict], after: dict[str, dict],
             if np.isfinite(a[i]) and np.isfinite(b[i]) and abs(a[i] - b[i]) >= 0.001:  # a tenth of a point
                 ax.annotate(f"{100 * (a[i] - b[i]):+.1f}", (i, max(a[i], b[i])), textcoords="offset points",
                             xytext=(0, 3), ha="center", fontsize=7)
-        ax.set_xticks(x, groups, rotation=30, ha="right", fontsize=8)
-        ax.set(title=label, ylim=(max(0.0, low - 0.05), 1.02))
-    axes[0].set_ylabel("AUC")
-    axes[0].legend(fontsize=7, loc="lower left")
+        ax.set(title=label, ylabel="AUC", ylim=(max(0.0, low - 0.05), 1.05))
+        ax.title.set_fontsize(9)
+    axes[-1].set_xticks(x, groups, rotation=30, ha="right", fontsize=8)
+    axes[0].legend(fontsize=7, loc="upper right", ncol=2)
     fig.suptitle(title + "; numbers: change in points (where 0.1 or more)", fontsize=9)
     save_figure(fig, path)
     return Path(path)
@@ -183,6 +184,7 @@ def tradeoff_scatter(path: Path, rows: Sequence[dict], axes: Axes2D, title: str,
                    label=f"{method} (n={len(mine)})")
         ax.annotate(method, (np.nanmean(xs), np.nanmean(ys)), textcoords="offset points", xytext=(5, 4), fontsize=7)
     ax.set(xlabel=axes.x_label, ylabel=axes.y_label, title=title)
+    ax.margins(0.12)  # room for the method names beside the outermost points
     ax.text(0.02 if "left" in axes.better else 0.98, 0.98, "better", transform=ax.transAxes, fontsize=8,
             ha="left" if "left" in axes.better else "right", va="top", color="green")
     ax.grid(alpha=0.3)

@@ -202,7 +202,11 @@ def test_with_mlflow_installed_every_trial_is_an_mlflow_run(sweep):
     out, spec = sweep
     client = mlflow.MlflowClient(tracking_uri=f"sqlite:///{out / 'mlflow.db'}")
     runs = client.search_runs([client.get_experiment_by_name(spec["name"]).experiment_id])
-    assert len(runs) == 2
-    for run in runs:
+    trials = sorted((out / spec["name"]).glob("trial_*"))
+    assert len(runs) == len(trials) == 2
+    for trial in trials:  # Tune names a trial's MLflow run after the trial (trial_<id> -> run_trial_<id>)
+        run = next(r for r in runs if r.info.run_name.endswith(trial.name))
+        history = json.loads((trial / "run" / "metrics.json").read_text())["history"]
         scores = client.get_metric_history(run.info.run_id, "selection_score")
-        assert len(scores) == FAST_DIGITS["training"]["iterations"] + 1  # each iteration, then the final report
+        # each iteration's report, then the trial's final one
+        assert [m.value for m in scores][:-1] == pytest.approx([h["selection_score"] for h in history])
