@@ -34,6 +34,11 @@ def write_text(path: str | Path, text: str) -> None:
         tmp.write_text(text, encoding="utf-8")
 
 
+def write_bytes(path: str | Path, data: bytes) -> None:
+    with replacing(path) as tmp:
+        tmp.write_bytes(data)
+
+
 def write_json(path: str | Path, data) -> None:
     write_text(path, json.dumps(data, indent=2, default=float) + "\n")
 

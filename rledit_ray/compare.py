@@ -34,6 +34,8 @@ from rledit_ray.baselines import BaselineSettings, baselines_for, run_baseline
 from rledit_ray.config import build_config, read_yaml_mapping, with_overrides
 from rledit_ray.errors import UserError
 from rledit_ray.evaluation import evaluate_bias, evaluate_unlearning, gap_to_retrain
+from rledit_ray.figures import tradeoff_figure
+from rledit_ray.progress import Progress
 from rledit_ray.worlds.layers import resolve_edit_layers
 
 RL_PATTERN = re.compile(r"^rl_(mask|shift)(?:_(\w+))?$")
@@ -189,10 +191,13 @@ def run_compare(out: str | Path, task: str = "unlearning", dataset: str | None =
     progress(f"compare --task {task}: {harness.description}, methods {', '.join(methods)}, "
              f"seeds {first_seed}..{first_seed + seeds - 1} -> {out}")
     started = time.perf_counter()
+    bar = Progress("compare rows", total=seeds * len(methods), unit="row", lines=False)  # each row prints a line
+    progress = bar.printer(progress)
     for seed in range(first_seed, first_seed + seeds):
         for method in methods:
             path = out / "rows" / f"{method}-seed{seed}.json"
             if path.is_file():
+                bar.update()
                 continue
             if method == "original":
                 model, seconds, extra = harness.target, 0.0, {}
@@ -208,6 +213,8 @@ def run_compare(out: str | Path, task: str = "unlearning", dataset: str | None =
             write_json(path, row)
             progress(f"seed {seed} {method:20s} {seconds:7.1f} s | {spec.summary(row)}")
             write_outputs(out)
+            bar.update()
+    bar.close()
     write_outputs(out)
     progress(f"compare finished in {time.perf_counter() - started:.0f} s: {out / 'comparison.md'}")
     return out
@@ -262,7 +269,8 @@ def write_outputs(out: Path) -> None:
     writer.writeheader()
     writer.writerows(rows)
     write_text(out / "comparison.csv", buf.getvalue())
-    write_text(out / "comparison.md", markdown_table(rows, spec) + "\n")
+    scatter = tradeoff_figure(out, rows)
+    write_text(out / "comparison.md", markdown_table(rows, spec) + f"\n\n![every method's trade-off]({scatter.name})\n")
     write_plot(out / "comparison.png", rows, spec)
 
 

@@ -24,6 +24,8 @@ from rledit_ray.atomic import write_json, write_text
 from rledit_ray.baselines import BASELINES, BaselineSettings, run_baseline
 from rledit_ray.errors import UserError
 from rledit_ray.evaluation import evaluate_unlearning
+from rledit_ray.figures import tradeoff_figure
+from rledit_ray.progress import Progress
 
 GENERALIST = "rl_generalist"  # rows are named rl_generalist_<world>: a mask and a shift policy can share a table
 DEFAULT_BASELINES = ["ssd", "neggrad_plus"]
@@ -55,11 +57,14 @@ def run_compare_requests(checkpoint: str, out: str | Path, classes: list[int] | 
     generalist = f"{GENERALIST}_{cfg.world}"
     progress(f"compare-requests: {cfg.dataset}, classes {classes}, {generalist} (trained on "
              f"{cfg.generalist.train_classes}) vs {', '.join(baselines) or 'no baseline'} -> {out}")
+    bar = Progress("compare-requests rows", total=len(classes) * (1 + len(baselines)), unit="row", lines=False)
+    progress = bar.printer(progress)  # each row prints its own line
     for k in classes:
         splits = unlearning_splits(ds, [k])
         for method in [generalist, *baselines]:
             path = out / "rows" / f"{method}-class{k}-seed{seed}.json"
             if path.is_file():
+                bar.update()
                 continue
             if method == generalist:
                 _, seconds = serve(world, policy, k)
@@ -72,6 +77,8 @@ def run_compare_requests(checkpoint: str, out: str | Path, classes: list[int] | 
             write_json(path, row)
             progress(f"class {k} {method:14s} {seconds:8.3f} s | forget test {row['forget_acc']:.2%} | "
                      f"retain test {row['retain_acc']:.2%} | UA {row['ua']:.2%} | MIA {row['mia_efficacy']:.2%}")
+            bar.update()
+    bar.close()
     write_outputs(out)
     return out
 
@@ -86,7 +93,8 @@ def write_outputs(out: Path) -> None:
     writer.writeheader()
     writer.writerows(sorted(rows, key=_order))
     write_text(out / "comparison.csv", buf.getvalue())
-    write_text(out / "comparison.md", markdown_table(rows) + "\n")
+    scatter = tradeoff_figure(out, rows, point_label="forget_class")  # one point per (method, class)
+    write_text(out / "comparison.md", markdown_table(rows) + f"\n\n![every request, every method]({scatter.name})\n")
 
 
 def _order(row: dict):

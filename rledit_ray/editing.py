@@ -10,6 +10,7 @@ from rledit_ray.atomic import save_weights, write_json
 from rledit_ray.build import build_world
 from rledit_ray.config import RunConfig, load_config
 from rledit_ray.errors import UserError
+from rledit_ray.model_card import write_model_card
 from rledit_ray.targets import full_model_predict, full_model_scores
 from rledit_ray.worlds.rollout import run_episode
 
@@ -71,6 +72,8 @@ def apply_checkpoint(checkpoint: str | Path, out: str | Path, forget_class: int 
     result = {"task": cfg.task, "world": cfg.world, "seed": cfg.seed, "before": before, "after": after,
               "final_reward_terms": terms, "edit_seconds": seconds, "summary": world.task.summary(after)}
     write_json(out / "metrics.json", result)
+    write_model_card(out, cfg, {**result, "target": world.target_metadata}, world.task,
+                     f"rledit edit --checkpoint {ckpt} --out {out}", checkpoint=str(ckpt))
     return result
 
 

@@ -15,8 +15,10 @@ def _pct(x) -> str:
     return "n/a" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{100 * x:.2f}%"
 
 
-def write_report(path: Path, metrics: dict, config_dict: dict, task, sections: list[str] | None = None) -> None:
-    """`task` supplies its table rows, a note and extra sections; `sections` adds more."""
+def write_report(path: Path, metrics: dict, config_dict: dict, task, sections: list[str] | None = None,
+                 figures: list[tuple[str, str]] = ()) -> None:
+    """`task` supplies its table rows, a note and extra sections; `sections` adds more;
+    `figures` are (file, caption) pairs beside the report, shown in it."""
     rows = ["| metric | before | random policy | after (RL edit) |", "|---|---|---|---|"]
     rand = metrics.get("random_policy", {})
     for key, label in task.report_rows:
@@ -43,6 +45,7 @@ def write_report(path: Path, metrics: dict, config_dict: dict, task, sections: l
         f"- {note}",
         "",
         *([*sections, ""] if sections else []),
+        *(figure_section(figures) if figures else []),
         "## Settings",
         "",
         "```yaml",
@@ -50,9 +53,18 @@ def write_report(path: Path, metrics: dict, config_dict: dict, task, sections: l
                         "agent": config_dict.get("agent")}, sort_keys=False).rstrip(),
         "```",
         "",
-        "Full configuration: `config.yaml`. Training curves: `curves.png`.",
+        "Full configuration: `config.yaml`. Training curves: `curves.png`. TensorBoard: "
+        "`tensorboard --logdir tb`. Model card: `README.md`.",
     ]
     write_text(path, "\n".join(lines) + "\n")
+
+
+def figure_section(shown: list[tuple[str, str]]) -> list[str]:
+    """Markdown lines showing each figure with its caption."""
+    lines = ["## Figures", ""]
+    for name, caption in shown:
+        lines += [f"![{caption}]({name})", "", f"*{name}*: {caption}.", ""]
+    return lines
 
 
 CURVES = [("forget_val_acc", "forget (val)"), ("retain_val_acc", "retain (val)")]

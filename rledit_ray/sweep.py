@@ -232,11 +232,25 @@ def run_sweep(spec_path: str | Path, out: str | Path, resume: bool = False, addr
             tune_config=tune.TuneConfig(metric=SCORE, mode="max", num_samples=spec.num_samples,
                                         scheduler=scheduler, max_concurrent_trials=spec.max_concurrent_trials,
                                         trial_dirname_creator=_trial_dirname),
-            run_config=tune.RunConfig(name=spec.name, storage_path=str(out), verbose=1),
+            run_config=tune.RunConfig(name=spec.name, storage_path=str(out), verbose=1, callbacks=_mlflow(out, spec)),
         )
     grid = tuner.fit()
     write_summary(grid, spec, out)
     return out
+
+
+def _mlflow(out: Path, spec: SweepSpec) -> list:
+    """Tune's MLflow callback (every trial a run of experiment `spec.name`, in MLFLOW_TRACKING_URI
+    or OUT/mlflow.db) when mlflow is installed (`pip install rledit-ray[mlflow]`); none otherwise.
+    A database, not a folder: MLflow 3 refuses its file store unless told otherwise."""
+    try:
+        import mlflow  # noqa: F401
+    except ImportError:
+        return []
+    from ray.air.integrations.mlflow import MLflowLoggerCallback
+
+    uri = os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{out / 'mlflow.db'}"
+    return [MLflowLoggerCallback(tracking_uri=uri, experiment_name=spec.name, save_artifact=False)]
 
 
 def _trial_dirname(trial) -> str:

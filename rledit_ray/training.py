@@ -23,8 +23,12 @@ from rledit_ray.atomic import replace_folder, save_weights, write_json, write_ya
 from rledit_ray.build import PARTS_KEY, build_env, build_world, ship_parts
 from rledit_ray.config import RunConfig
 from rledit_ray.errors import UserError
+from rledit_ray.model_card import reproduce_command, write_model_card
+from rledit_ray.progress import Progress
 from rledit_ray.report import write_curves, write_report
+from rledit_ray.run_figures import forgotten_classes, write_run_figures
 from rledit_ray.strategies import strategy_for
+from rledit_ray.tensorboard_log import TensorBoardLog
 from rledit_ray.worlds import WORLD_IDS
 
 log = logging.getLogger(__name__)
@@ -128,6 +132,10 @@ def _iterate(algo, cfg: RunConfig, strategy, run_dir: Path, progress, resume: bo
         history, best, env_steps = _restore(algo, ckpt)
         first = history[-1]["iteration"] + 1
         progress(f"resumed from iteration {first - 1} ({env_steps} env steps): {ckpt}")
+    board = TensorBoardLog(run_dir / "tb", retrain_from=first)
+    # The loop prints its own line per iteration: the bar draws on a terminal only.
+    bar = Progress("PPO", total=cfg.training.iterations, unit="iter", initial=first - 1, lines=False)
+    say = bar.printer(progress)
     for it in range(first, cfg.training.iterations + 1):
         t0 = time.perf_counter()
         result = algo.train()
@@ -144,23 +152,33 @@ def _iterate(algo, cfg: RunConfig, strategy, run_dir: Path, progress, resume: bo
                 _save_checkpoint_atomically(algo, ckpt, cfg.model_dump(mode="json"),
                                             {"history": [*history, row], "best": best, "env_steps": env_steps})
         history.append(row)
-        progress(_progress_line(row, cfg.training.iterations) + strategy.progress(row))
+        board.iteration(row, result)
+        bar.update(**{"return": f"{row['episode_return_mean']:+.3f}"})
+        say(_progress_line(row, cfg.training.iterations) + strategy.progress(row))
         if on_iteration is not None:
             on_iteration(row)
         if strategy.met_stop(row):
-            progress(f"validation target met at iteration {it}: stopping early")
+            say(f"validation target met at iteration {it}: stopping early")
             break
+    bar.close()
     return history, best, env_steps
 
 
 def _write_run(run_dir: Path, cfg: RunConfig, world, strategy, metrics: dict) -> None:
-    """The edited weights, curves and report; metrics.json last: its presence marks a finished run."""
+    """The edited weights, curves, figures, report, model card and final TensorBoard scalars;
+    metrics.json last: its presence marks a finished run."""
     config_dict = cfg.model_dump(mode="json")
     save_weights(world.model, run_dir / "edited_weights.safetensors",
                  {"task": cfg.task, "dataset": cfg.dataset, "world": cfg.world, "seed": cfg.seed,
                   "edit": cfg.edit, "target": world.target_metadata, **strategy.weights_metadata()})
     write_curves(run_dir / "curves.png", metrics["history"], world.task.curve_keys)
-    write_report(run_dir / "report.md", metrics, config_dict, world.task, sections=strategy.report_sections(metrics))
+    shown, extra = write_run_figures(run_dir, world, cfg, metrics)
+    metrics.update(extra)
+    write_report(run_dir / "report.md", metrics, config_dict, world.task, sections=strategy.report_sections(metrics),
+                 figures=shown)
+    write_model_card(run_dir, cfg, metrics, world.task, reproduce_command(cfg), figures=shown,
+                     forgotten=forgotten_classes(world, cfg))
+    TensorBoardLog(run_dir / "tb").final(metrics["after"], metrics["env_steps"])
     write_json(run_dir / "metrics.json", metrics)
 
 

@@ -12,6 +12,7 @@ from torch import nn
 
 from rledit_ray.baselines.common import BaselineSettings, batches, seeded
 from rledit_ray.data import UnlearningSplits
+from rledit_ray.progress import track
 
 
 @dataclass
@@ -29,7 +30,7 @@ def unlearn(model: nn.Module, splits: UnlearningSplits, settings: BaselineSettin
     opt = torch.optim.SGD(model.parameters(), lr=hp.lr, momentum=hp.momentum)
     retain = batches(splits.retain_train, hp.batch_size, gen)
     model.train()
-    for _ in range(hp.steps):
+    for _ in track(range(hp.steps), "finetune steps", unit="step"):
         x, y = next(retain)
         loss = nn.functional.cross_entropy(model(x), y)
         opt.zero_grad()

@@ -12,6 +12,7 @@ from torch import nn
 
 from rledit_ray.baselines.common import BaselineSettings, batches, seeded
 from rledit_ray.data import UnlearningSplits
+from rledit_ray.progress import track
 
 
 @dataclass
@@ -30,7 +31,7 @@ def unlearn(model: nn.Module, splits: UnlearningSplits, settings: BaselineSettin
     forget = batches(splits.forget_train, hp.batch_size, gen)
     running = 1.0
     model.train()
-    for _ in range(hp.max_steps):
+    for _ in track(range(hp.max_steps), "gradient_ascent steps (at most)", unit="step"):
         x, y = next(forget)
         logits = model(x)
         running = 0.7 * running + 0.3 * float((logits.argmax(1) == y).float().mean())

@@ -14,6 +14,7 @@ import torch
 from torch import nn
 
 from rledit_ray.errors import UserError
+from rledit_ray.progress import track
 from rledit_ray.targets import full_model_scores
 from rledit_ray.tasks.bias import BiasTask, GroupedSet
 
@@ -56,7 +57,7 @@ def train_with_validation(head: nn.Module, x: torch.Tensor, y: torch.Tensor, wei
     Returns the head at its best epoch (0 = as given) and {"best_epoch", "best_score"}."""
     best_score, best_epoch, best_state = score(head), 0, copy.deepcopy(head.state_dict())
     opt = torch.optim.Adam(head.parameters(), lr=lr)
-    for epoch in range(1, epochs + 1):
+    for epoch in track(range(1, epochs + 1), "head epochs", unit="epoch"):
         head.train()
         order = torch.randperm(len(y), generator=gen)
         for i in range(0, len(y), batch_size):

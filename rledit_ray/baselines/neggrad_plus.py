@@ -13,6 +13,7 @@ from torch import nn
 
 from rledit_ray.baselines.common import BaselineSettings, batches, seeded
 from rledit_ray.data import UnlearningSplits
+from rledit_ray.progress import track
 
 
 @dataclass
@@ -31,7 +32,7 @@ def unlearn(model: nn.Module, splits: UnlearningSplits, settings: BaselineSettin
     forget = batches(splits.forget_train, hp.batch_size, gen)
     retain = batches(splits.retain_train, hp.batch_size, gen)
     model.train()
-    for _ in range(hp.steps):
+    for _ in track(range(hp.steps), "neggrad_plus steps", unit="step"):
         (xf, yf), (xr, yr) = next(forget), next(retain)
         ascent = nn.functional.cross_entropy(model(xf), yf).clamp(max=hp.cap)
         loss = hp.alpha * nn.functional.cross_entropy(model(xr), yr) - (1 - hp.alpha) * ascent

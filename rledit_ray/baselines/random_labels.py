@@ -12,6 +12,7 @@ from torch import nn
 
 from rledit_ray.baselines.common import BaselineSettings, batches, num_classes, seeded
 from rledit_ray.data import UnlearningSplits
+from rledit_ray.progress import track
 
 
 @dataclass
@@ -29,7 +30,7 @@ def unlearn(model: nn.Module, splits: UnlearningSplits, settings: BaselineSettin
     forget = batches(splits.forget_train, hp.batch_size, gen)
     retain = batches(splits.retain_train, hp.batch_size, gen)
     model.train()
-    for _ in range(hp.steps):
+    for _ in track(range(hp.steps), "random_labels steps", unit="step"):
         (xf, yf), (xr, yr) = next(forget), next(retain)
         # A uniformly drawn *other* class: shifting by 1..k-1 never lands on the true label.
         wrong = (yf + torch.randint(1, k, yf.shape, generator=gen)) % k

@@ -20,6 +20,7 @@ import torch
 from rledit_ray.atomic import save_npy
 from rledit_ray.errors import UserError
 from rledit_ray.paths import cache_dir
+from rledit_ray.progress import Progress
 
 log = logging.getLogger(__name__)
 ENCODER_NAME = "all-MiniLM-L6-v2"
@@ -68,6 +69,7 @@ def _encode(texts: list[str], encoder: str) -> np.ndarray:
     tokenizer = AutoTokenizer.from_pretrained(encoder)
     model = AutoModel.from_pretrained(encoder).eval()
     out = []
+    bar = Progress(f"embedding {len(texts)} texts", total=len(texts), unit="text")
     with torch.inference_mode():
         for i in range(0, len(texts), BATCH):
             batch = tokenizer(texts[i : i + BATCH], padding=True, truncation=True,
@@ -76,6 +78,8 @@ def _encode(texts: list[str], encoder: str) -> np.ndarray:
             mask = batch["attention_mask"].unsqueeze(-1).to(hidden.dtype)
             pooled = (hidden * mask).sum(1) / mask.sum(1).clamp_min(1e-9)
             out.append(torch.nn.functional.normalize(pooled, dim=1).numpy())
+            bar.update(len(batch["input_ids"]))
+    bar.close()
     return np.concatenate(out).astype(np.float32) if out else np.zeros((0, 384), np.float32)
 
 

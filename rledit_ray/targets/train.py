@@ -17,6 +17,7 @@ from torch import nn
 from rledit_ray.cache import cached_model, fingerprint
 from rledit_ray.data import ImageDataset, pools
 from rledit_ray.errors import UserError
+from rledit_ray.progress import Progress
 from rledit_ray.targets.architectures import builtin_cnn
 from rledit_ray.targets.split import call_model
 
@@ -78,7 +79,8 @@ def train_classifier(model: nn.Module, x: torch.Tensor, y: torch.Tensor, recipe:
     steps = recipe.epochs * ((len(y) + recipe.batch_size - 1) // recipe.batch_size)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, steps)
     model.train()
-    for epoch in range(recipe.epochs):
+    bar = Progress("target training", total=recipe.epochs, unit="epoch")
+    for _ in range(recipe.epochs):
         order = torch.randperm(len(y), generator=gen)
         for i in range(0, len(y), recipe.batch_size):
             idx = order[i : i + recipe.batch_size]
@@ -87,7 +89,8 @@ def train_classifier(model: nn.Module, x: torch.Tensor, y: torch.Tensor, recipe:
             loss.backward()
             opt.step()
             sched.step()
-        log.info("target epoch %d/%d loss %.4f", epoch + 1, recipe.epochs, loss.item())
+        bar.update(loss=f"{loss.item():.4f}")
+    bar.close()
     model.eval()
     return model
 

@@ -1,4 +1,4 @@
-"""Bias metrics for a binary classifier with identity subgroups (numpy, exact).
+"""Bias metrics for a binary classifier with identity subgroups (exact, from the libraries).
 
 Definitions follow the Jigsaw Unintended Bias competition (Borkan et al. 2019):
 - Subgroup AUC: AUC on the rows that mention the subgroup;
@@ -11,6 +11,13 @@ Definitions follow the Jigsaw Unintended Bias competition (Borkan et al. 2019):
 Plus worst-group accuracy, per-group FPR/FNR gaps (group rate minus background rate) and
 the counterfactual gap: mean |score(x) - score(x with the identity term swapped)|.
 All values are fractions; a metric with one class missing is NaN and skipped by the means.
+
+What is reported comes from the libraries: AUCs from scikit-learn's `roc_auc_score`, accuracy
+and error rates per group (and of its background) from fairlearn's `MetricFrame`. The
+bootstrap intervals need ~400 reports of three AUC-based numbers per run, so they use
+`rank_auc`, the Mann-Whitney form of the same AUC (7x faster than roc_auc_score on a few
+thousand rows; the two agree to 1e-12, tests/test_library_metrics.py checks them on the
+RedditBias test split). The smooth surrogates the reward uses live in tasks/bias.py.
 """
 from __future__ import annotations
 
@@ -22,33 +29,46 @@ from scipy.stats import rankdata
 POWER = -5.0
 OVERALL_WEIGHT = 0.25
 GROUP_AUCS = ("subgroup_auc", "bpsn_auc", "bnsp_auc")
+AucFn = Callable[[np.ndarray, np.ndarray], float]
+
+
+def _both_classes(labels: np.ndarray) -> bool:
+    return bool(labels.any()) and not bool(labels.all())
 
 
 def auc(scores, labels) -> float:
-    """ROC AUC (Mann-Whitney, ties count one half); NaN when a class is missing."""
+    """ROC AUC by scikit-learn (ties count one half); NaN when a class is missing."""
+    from sklearn.metrics import roc_auc_score
+
     scores, labels = np.asarray(scores, float), np.asarray(labels).astype(bool)
-    n_pos, n_neg = int(labels.sum()), int((~labels).sum())
-    if n_pos == 0 or n_neg == 0:
+    return float(roc_auc_score(labels, scores)) if _both_classes(labels) else float("nan")
+
+
+def rank_auc(scores, labels) -> float:
+    """The same AUC by the Mann-Whitney rank formula (for the bootstrap's many resamples)."""
+    scores, labels = np.asarray(scores, float), np.asarray(labels).astype(bool)
+    if not _both_classes(labels):
         return float("nan")
+    n_pos, n_neg = int(labels.sum()), int((~labels).sum())
     ranks = rankdata(scores)
     return float((ranks[labels].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
 
 
-def subgroup_auc(scores, labels, member) -> float:
+def subgroup_auc(scores, labels, member, auc_fn: AucFn = auc) -> float:
     member = np.asarray(member, bool)
-    return auc(np.asarray(scores)[member], np.asarray(labels)[member])
+    return auc_fn(np.asarray(scores)[member], np.asarray(labels)[member])
 
 
-def bpsn_auc(scores, labels, member) -> float:
+def bpsn_auc(scores, labels, member, auc_fn: AucFn = auc) -> float:
     member, labels = np.asarray(member, bool), np.asarray(labels).astype(bool)
     rows = (member & ~labels) | (~member & labels)
-    return auc(np.asarray(scores)[rows], labels[rows])
+    return auc_fn(np.asarray(scores)[rows], labels[rows])
 
 
-def bnsp_auc(scores, labels, member) -> float:
+def bnsp_auc(scores, labels, member, auc_fn: AucFn = auc) -> float:
     member, labels = np.asarray(member, bool), np.asarray(labels).astype(bool)
     rows = (member & labels) | (~member & ~labels)
-    return auc(np.asarray(scores)[rows], labels[rows])
+    return auc_fn(np.asarray(scores)[rows], labels[rows])
 
 
 def power_mean(values, p: float = POWER) -> float:
@@ -70,16 +90,47 @@ def final_score(overall_auc: float, bias: float, weight: float = OVERALL_WEIGHT)
 
 
 def accuracy(pred, labels) -> float:
-    pred, labels = np.asarray(pred), np.asarray(labels)
-    return float((pred == labels).mean()) if len(labels) else float("nan")
+    from sklearn.metrics import accuracy_score
+
+    return float(accuracy_score(labels, pred)) if len(labels) else float("nan")
+
+
+def _when(present: int | None, metric):
+    """`metric`, NaN on rows lacking class `present` (the rate is undefined there, where
+    fairlearn's functions would say 0)."""
+    def guarded(y_true, y_pred) -> float:
+        y_true = np.asarray(y_true)
+        if len(y_true) == 0 or (present is not None and not (y_true == present).any()):
+            return float("nan")
+        return float(metric(y_true, y_pred))
+    return guarded
 
 
 def error_rates(pred, labels) -> tuple[float, float]:
-    """(false positive rate, false negative rate); NaN where a class is missing."""
-    pred, labels = np.asarray(pred).astype(bool), np.asarray(labels).astype(bool)
-    fpr = float(pred[~labels].mean()) if (~labels).any() else float("nan")
-    fnr = float((~pred[labels]).mean()) if labels.any() else float("nan")
-    return fpr, fnr
+    """(false positive rate, false negative rate) by fairlearn; NaN where a class is missing."""
+    from fairlearn.metrics import false_negative_rate, false_positive_rate
+
+    labels, pred = np.asarray(labels).astype(int), np.asarray(pred).astype(int)
+    return _when(0, false_positive_rate)(labels, pred), _when(1, false_negative_rate)(labels, pred)
+
+
+def group_rates(pred, labels, member) -> dict[str, dict[str, float]]:
+    """Accuracy, false positive and false negative rate of a group's rows ("group") and of
+    the rest ("background"), by fairlearn's MetricFrame over membership."""
+    import sklearn
+    from fairlearn.metrics import MetricFrame, false_negative_rate, false_positive_rate
+    from sklearn.metrics import accuracy_score
+
+    metrics = {"accuracy": _when(None, accuracy_score), "fpr": _when(0, false_positive_rate),
+               "fnr": _when(1, false_negative_rate)}
+    # The inputs are the project's own 0/1 arrays: scikit-learn's per-call checks would
+    # cost more than the counting (a report calls these 45 times).
+    with sklearn.config_context(assume_finite=True, skip_parameter_validation=True):
+        by_group = MetricFrame(metrics=metrics, y_true=np.asarray(labels), y_pred=np.asarray(pred),
+                               sensitive_features=np.asarray(member, bool)).by_group
+    sides = {"group": True, "background": False}
+    return {side: {k: float(by_group.loc[value, k]) if value in by_group.index else float("nan") for k in metrics}
+            for side, value in sides.items()}
 
 
 def counterfactual_gap(scores, swapped_scores) -> float:
@@ -93,18 +144,31 @@ def group_metrics(scores, labels, membership, groups, threshold: float = 0.5) ->
     out = {}
     for g, name in enumerate(groups):
         member = np.asarray(membership)[:, g].astype(bool)
-        fpr, fnr = error_rates(pred[member], labels[member])
-        bg_fpr, bg_fnr = error_rates(pred[~member], labels[~member])
+        rates = group_rates(pred, labels, member)
         out[name] = {
             "subgroup_auc": subgroup_auc(scores, labels, member),
             "bpsn_auc": bpsn_auc(scores, labels, member),
             "bnsp_auc": bnsp_auc(scores, labels, member),
-            "accuracy": accuracy(pred[member], labels[member]),
-            "fpr_gap": fpr - bg_fpr,
-            "fnr_gap": fnr - bg_fnr,
+            "accuracy": rates["group"]["accuracy"],
+            "fpr_gap": rates["group"]["fpr"] - rates["background"]["fpr"],
+            "fnr_gap": rates["group"]["fnr"] - rates["background"]["fnr"],
             "size": int(member.sum()),
         }
     return out
+
+
+def headline_aucs(scores, labels, membership, groups, auc_fn: AucFn = rank_auc) -> dict[str, float]:
+    """overall_auc, bias_score and worst_group_bias_auc alone, by `auc_fn` (the bootstrap's
+    resamples need only these; see the module docstring)."""
+    scores, labels = np.asarray(scores, float), np.asarray(labels).astype(int)
+    per_group = {}
+    for g, name in enumerate(groups):
+        member = np.asarray(membership)[:, g].astype(bool)
+        per_group[name] = {k: f(scores, labels, member, auc_fn) for k, f in
+                           (("subgroup_auc", subgroup_auc), ("bpsn_auc", bpsn_auc), ("bnsp_auc", bnsp_auc))}
+    worst = [g[k] for g in per_group.values() for k in ("bpsn_auc", "bnsp_auc") if not np.isnan(g[k])]
+    return {"overall_auc": auc_fn(scores, labels), "bias_score": bias_score(per_group),
+            "worst_group_bias_auc": min(worst) if worst else float("nan")}
 
 
 def bias_report(scores, labels, membership, groups, threshold: float = 0.5) -> dict:
