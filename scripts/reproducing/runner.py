@@ -49,11 +49,13 @@ def header(name: str, started: float, load0: float, load1: float, commit: str, s
 
 
 def git_commit() -> str:
+    """HEAD, and whether the code differs from it. The pages this script rewrites (README.md,
+    docs/) are left out: a run of several tables rewrites them as it goes."""
     sha = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout.strip()
-    dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=ROOT, capture_output=True,
-                           text=True).stdout.strip()
+    changed = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=ROOT, capture_output=True,
+                             text=True).stdout.splitlines()
+    dirty = [line for line in changed if not (line[3:] == "README.md" or line[3:].startswith("docs/"))]
     return (sha or "unknown") + (" with uncommitted changes" if dirty else "")
-
 
 
 def command_line(table: Table, step: Step, root: Path | None = None) -> tuple[str, str]:
