@@ -29,22 +29,28 @@ import csv
 import json
 import math
 import os
+import re
 import shutil
 import tempfile
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from rledit_ray.atomic import save_figure, write_json, write_text
 from rledit_ray.config import absolute_paths, build_config, read_yaml_mapping, with_overrides
 from rledit_ray.errors import UserError
+from rledit_ray.outputs import SWEEP, check_output, make_output
 
 SCORE = "selection_score"  # reported by training.train on every evaluated iteration
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+
+
+# A sweep's name becomes a folder below --out: one plain folder name, never a path.
+SWEEP_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
 
 
 class Domain(_Strict):
@@ -61,19 +67,29 @@ class Domain(_Strict):
         kinds = [k for k, v in self.model_dump().items() if v is not None]
         if len(kinds) != 1:
             raise ValueError("give exactly one of grid, choice, uniform, loguniform, randint")
-        values = getattr(self, kinds[0])
-        if kinds[0] in ("grid", "choice") and not values:
-            raise ValueError(f"{kinds[0]} is empty")
+        kind, values = kinds[0], getattr(self, kinds[0])
+        if kind in ("grid", "choice") and not values:
+            raise ValueError(f"{kind} is empty")
+        if kind in ("uniform", "loguniform", "randint") and not values[0] < values[1]:
+            # Tune's randint excludes its upper bound, so [a, a] is empty too.
+            raise ValueError(f"{kind} needs [low, high] with low < high (got {list(values)})")
+        if kind == "loguniform" and values[0] <= 0:
+            raise ValueError(f"loguniform needs bounds > 0 (got {list(values)})")
         return self
 
     @property
     def kind(self) -> str:
         return next(k for k, v in self.model_dump().items() if v is not None)
 
-    def example(self):
-        """A value from the domain, to check the field accepts it before any trial."""
+    def values_to_check(self) -> list:
+        """Every value of a grid or choice, the extremes of a range: if the field takes all of
+        them, it takes every trial's value (a field's limits are ranges too)."""
         v = getattr(self, self.kind)
-        return v[0] if self.kind in ("grid", "choice") else (int(v[0]) if self.kind == "randint" else float(v[0]))
+        if self.kind in ("grid", "choice"):
+            return list(v)
+        if self.kind == "randint":
+            return [int(v[0]), int(v[1]) - 1]  # Tune's upper bound is exclusive
+        return [float(v[0]), float(v[1])]
 
     def to_tune(self):
         from ray import tune
@@ -105,6 +121,14 @@ class SweepSpec(_Strict):
     max_concurrent_trials: int = Field(2, ge=1)
     resources: Resources = Resources()
 
+    @field_validator("name")
+    @classmethod
+    def _plain_name(cls, name: str) -> str:
+        if not SWEEP_NAME.fullmatch(name) or name in (".", ".."):
+            raise ValueError(f"'{name}' is not a plain folder name (letters, digits, '.', '_', '-'; no '/' or "
+                             f"'..'): the sweep is written to --out/<name>")
+        return name
+
 
 def load_spec(path: str | Path) -> tuple[SweepSpec, dict]:
     """The spec and its resolved base config; every check happens here, before any trial."""
@@ -126,7 +150,8 @@ def load_spec(path: str | Path) -> tuple[SweepSpec, dict]:
     base = absolute_paths(base, path.parent)  # Tune runs trials in their own folders
     build_config(base, where=f"{path}: base")
     for key, domain in spec.search_space.items():
-        build_config(with_overrides(base, {key: domain.example()}), where=f"{path}: search_space")
+        for value in domain.values_to_check():
+            build_config(with_overrides(base, {key: value}), where=f"{path}: search_space")
     return spec, base
 
 
@@ -195,13 +220,25 @@ def _trainable(spec: SweepSpec, base: dict, inputs, sink):
     return tune.with_resources(shared, tune.PlacementGroupFactory(bundles))
 
 
+def check_trial_fits(spec: SweepSpec, base: dict) -> None:
+    """Refuse a trial bigger than the cluster: Tune would wait for it forever."""
+    from rledit_ray.connect import check_resources
+
+    agent = build_config(base).agent
+    cpus = spec.resources.cpu + agent.num_env_runners
+    gpus = spec.resources.gpu + agent.num_env_runners * agent.num_gpus_per_env_runner
+    check_resources(cpus, gpus, f"one trial (resources: cpu {spec.resources.cpu:g}, gpu {spec.resources.gpu:g}, "
+                                f"plus 1 CPU per each of its {agent.num_env_runners} EnvRunners) would")
+
+
 def run_sweep(spec_path: str | Path, out: str | Path, resume: bool = False, address: str | None = None) -> Path:
     from ray import tune
 
     from rledit_ray.training import ensure_ray
 
     spec, base = load_spec(spec_path)
-    out = Path(out).resolve()
+    # A new sweep needs a new or empty --out (its summary files would replace another's).
+    out = check_output(out, "--out", accept=(SWEEP,) if resume else ())
     experiment = out / spec.name
     if resume and not experiment.exists():
         raise UserError(f"nothing to resume: '{experiment}' does not exist")
@@ -211,6 +248,8 @@ def run_sweep(spec_path: str | Path, out: str | Path, resume: bool = False, addr
     # bookkeeping and `--resume` never redoes a trial that had finished.
     os.environ.setdefault("TUNE_GLOBAL_CHECKPOINT_S", "2")
     ensure_ray(address)
+    check_trial_fits(spec, base)
+    make_output(out, "--out")
     from rledit_ray.artifacts import sink_on_this_node
 
     trainable = _trainable(spec, base, shared_inputs(spec, base), sink_on_this_node(experiment))
