@@ -179,14 +179,14 @@ def run_compare(out: str | Path, task: str = "unlearning", dataset: str | None =
              "forget_classes": forget_classes}
     base = with_overrides(base, {**{k: v for k, v in flags.items() if v}, **(overrides or {})})
     cfg = build_config(base)
+    settings = {"task": task, "config": cfg.model_dump(mode="json"), "rl_iterations": rl_iterations}
+    check_settings(out, settings)
     harness = _harness(cfg)
     for m in methods:  # refuse bad layer names before hours of work, not after
         if RL_PATTERN.match(m):
             resolve_edit_layers(harness.target, rl_config(base, m, 0, rl_iterations).edit)
     for (method, seed), run in (rl_runs or {}).items():
         check_reused_run(run, method, rl_config(base, method, seed, rl_iterations), harness.target)
-    settings = {"task": task, "config": cfg.model_dump(mode="json"), "rl_iterations": rl_iterations}
-    check_settings(out, settings)
     make_output(out / "rows", "--out")
     write_json(out / SETTINGS_FILE, settings)
     progress(f"compare --task {task}: {harness.description}, methods {', '.join(methods)}, "

@@ -57,7 +57,8 @@ def folder_kind(path: Path) -> str | None:
 
 def check_output(path: str | Path, flag: str = "--out", accept: tuple[str, ...] = ()) -> Path:
     """The absolute folder `path`, refused (one line) unless it is new, empty, or of a kind in
-    `accept`; and unless its nearest existing parent is a folder this process may write in."""
+    `accept`; and unless its nearest existing parent is a folder this process can create
+    folders in (tried with an empty folder, made and removed at once)."""
     path = Path(path).expanduser().resolve()
     if path.exists() and not path.is_dir():
         raise UserError(f"{flag} '{path}' is a file: choose a folder")
@@ -72,7 +73,8 @@ def check_output(path: str | Path, flag: str = "--out", accept: tuple[str, ...] 
     kind = folder_kind(path)
     if kind is not None and kind not in accept:
         advice = {FINISHED_RUN: "a finished run is never written into",
-                  UNFINISHED_RUN: "continue it with `rledit train --resume` of that folder"}.get(kind, "")
+                  UNFINISHED_RUN: "continue it with `rledit train --resume` of that folder",
+                  SWEEP: "continue it with `rledit sweep SPEC --resume --out` of that folder"}.get(kind, "")
         raise UserError(f"{flag} '{path}' already holds {kind}" + (f" ({advice})" if advice else "")
                         + ": choose a new or empty folder")
     return path

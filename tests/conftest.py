@@ -271,7 +271,7 @@ def bad_places(tmp_path_factory, finished_runs):
     idx_folder("idx_header", cut(6))  # the shape's bytes cut off
     idx_folder("idx_body", cut(100))  # images missing
     idx_folder("idx_notgz", lambda f: f.rename(f.with_name(f.name + ".gz")))  # named .gz, never compressed
-    idx_folder("idx_gzcut", lambda f: (f.with_name(f.name + ".gz").write_bytes(gzip.compress(f.read_bytes())[:40]),
+    idx_folder("idx_gzcut", lambda f: (f.with_name(f.name + ".gz").write_bytes(gzip.compress(f.read_bytes())[:-10]),
                                        f.unlink()))  # a download cut short
     (root / "images" / "a").mkdir(parents=True)
     (root / "images" / "b").mkdir()
