@@ -303,7 +303,7 @@ def main(argv: list[str] | None = None) -> int:
                 "sweep": cmd_sweep, "summarize": cmd_summarize, "compare": cmd_compare,
                 "compare-requests": cmd_compare_requests, "bench": cmd_bench}[args.command](args)
     except UserError as err:
-        print(f"rledit: error: {err}", file=sys.stderr)
+        print("rledit: error: " + " ".join(str(err).split()), file=sys.stderr)  # one line, whatever it quotes
         return 2
     except KeyboardInterrupt:
         print("rledit: interrupted", file=sys.stderr)

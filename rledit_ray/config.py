@@ -274,7 +274,7 @@ def _one_line(err: ValidationError, where: str) -> UserError:
     first = err.errors()[0]
     field = ".".join(str(p) for p in first["loc"]) or "(top level)"
     msg = "unknown field" if first["type"] == "extra_forbidden" else first["msg"]
-    return UserError(f"{where}: {field}: {msg}")
+    return UserError(" ".join(f"{where}: {field}: {msg}".split()))  # a key may hold a newline
 
 
 def build_config(data: dict | None = None, where: str = "config") -> RunConfig:

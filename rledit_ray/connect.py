@@ -7,13 +7,15 @@
   cluster only when asked: `--address auto` (the latest `ray start` here) or HOST:PORT.
 - --address or RAY_ADDRESS: that cluster, after a TCP connection to its bootstrap address has
   succeeded within CONNECT_TIMEOUT_S; Ray itself retries an address that does not answer for
-  minutes.
+  minutes. `auto` is the cluster recorded by the latest `ray start` here, and only that one
+  (Ray's own `auto` would also join any other Ray instance it finds running on the machine).
 
 `check_resources` refuses a request the connected cluster cannot hold: Ray would wait for it
 forever without a word.
 """
 from __future__ import annotations
 
+import logging
 import os
 import socket
 
@@ -27,51 +29,58 @@ LOCAL_NODE_IP = "127.0.0.2"
 
 
 def requested_address(address: str | None) -> str | None:
-    """The cluster address a verb was given (--address, else RAY_ADDRESS); None: a private Ray."""
+    """The cluster a verb was given (--address, else RAY_ADDRESS), "auto" read from the address
+    file of the latest `ray start` here; None: a private Ray."""
     address = address or os.environ.get("RAY_ADDRESS") or None
+    if address == "auto":
+        from ray._private.utils import read_ray_address
+
+        # Only the recorded cluster: Ray's own "auto" also joins any other Ray it finds
+        # running on the machine (another user's), which a run must never do by accident.
+        recorded = read_ray_address()
+        if not recorded:
+            raise UserError("--address auto: no `ray start` cluster is recorded on this machine: start one with "
+                            "`ray start --head`, name it (HOST:PORT), or leave --address out for a private Ray")
+        return recorded
     return None if address == "local" else address
 
 
 def check_address(address: str | None, timeout: float = CONNECT_TIMEOUT_S) -> None:
     """Refuse (one line) a cluster address where nothing answers within `timeout` seconds."""
-    address = requested_address(address)
-    if address is None:
+    cluster = requested_address(address)
+    if cluster is None:
         return
-    host, port = _bootstrap(address)
+    host, port = _bootstrap(cluster)
     try:
         with socket.create_connection((host, port), timeout=timeout):
             pass
     except OSError as err:
         reason = "timed out" if isinstance(err, socket.timeout) else (err.strerror or one_line(err))
-        raise UserError(f"no Ray cluster answers at --address {address} ({host}:{port}: {reason}): start one "
-                        f"(`ray start --head`), fix the address, or leave --address out for a private Ray") from None
+        raise UserError(f"no Ray cluster answers at --address {address or cluster} ({host}:{port}: {reason}): start "
+                        f"one (`ray start --head`), fix the address, or leave --address out for a private Ray") from None
 
 
 def _bootstrap(address: str) -> tuple[str, int]:
-    """(host, port) Ray dials for `address`: "auto" reads the address file of the latest `ray
-    start`, 127.0.0.1 becomes the node's address as in Ray, ray:// is a Ray Client server."""
+    """(host, port) Ray dials for `address`: 127.0.0.1 becomes the node's address as in Ray;
+    ray:// is a Ray Client server."""
     from ray._private import services
 
-    if address.startswith("ray://"):
-        where = address[len("ray://"):]
-    else:
+    where = address[len("ray://"):] if address.startswith("ray://") else None
+    if where is None:
         try:
             where = services.canonicalize_bootstrap_address(address)
-        except ConnectionError:  # "auto" and no `ray start` on this machine
-            raise UserError(f"--address {address}: no running Ray cluster found on this machine: start one with "
-                            f"`ray start --head`, or leave --address out for a private Ray") from None
         except ValueError:
-            raise UserError(f"--address '{address}' is not HOST:PORT, auto, or ray://HOST:PORT") from None
-        if where is None:
-            raise UserError(f"--address {address}: no running Ray cluster found on this machine")
-    host, sep, port = where.rpartition(":")
+            where = None
+    host, sep, port = (where or "").rpartition(":")
     if not (sep and host and port.isdigit()):
         raise UserError(f"--address '{address}' is not HOST:PORT, auto, or ray://HOST:PORT")
     return host.strip("[]"), int(port)
 
 
 def ensure_ray(address: str | None = None) -> None:
-    """Start or join Ray as the module docstring says; a no-op when Ray already runs here."""
+    """Start or join Ray as the module docstring says; a no-op when Ray already runs here.
+    Ray's INFO lines ("Started a local Ray instance") stay out of stderr, which holds only
+    the one line of an error."""
     import ray
 
     if ray.is_initialized():
@@ -79,37 +88,47 @@ def ensure_ray(address: str | None = None) -> None:
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     cluster = requested_address(address)
     if cluster is None:
-        ray.init(address="local", include_dashboard=False, log_to_driver=False,
+        ray.init(address="local", include_dashboard=False, log_to_driver=False, logging_level=logging.WARNING,
                  object_store_memory=LOCAL_OBJECT_STORE_BYTES, _node_ip_address=LOCAL_NODE_IP)
         return
     check_address(cluster)
-    try:
-        ray.init(address=cluster, log_to_driver=False)  # a cluster, e.g. under `ray job submit`
+    try:  # `cluster`: HOST:PORT (auto resolved above), never Ray's own search
+        ray.init(address=cluster, log_to_driver=False, logging_level=logging.WARNING)  # e.g. under `ray job submit`
     except (ConnectionError, TimeoutError) as err:
         raise UserError(f"cannot join the Ray cluster at {cluster}: {one_line(err)}") from None
 
 
-def check_resources(cpus: float, gpus: float, what: str) -> None:
-    """Refuse `what` when it needs more CPUs or GPUs than the connected cluster has in all."""
+def available_resources(address: str | None = None) -> dict[str, float]:
+    """What the cluster a verb runs on has in all: the connected one, else the private Ray
+    `ensure_ray` would start here (this machine; no need to start it to know), else the
+    cluster at `address` (joined to ask it)."""
     import ray
 
-    have = ray.cluster_resources()
+    if not ray.is_initialized() and requested_address(address) is None:
+        import torch
+        from ray._private.utils import get_num_cpus  # the count Ray gives a local instance (cgroup-aware)
+
+        return {"CPU": float(get_num_cpus()), "GPU": float(torch.cuda.device_count())}
+    ensure_ray(address)
+    return ray.cluster_resources()
+
+
+def check_resources(cpus: float, gpus: float, what: str, address: str | None = None) -> None:
+    """Refuse `what` when it needs more CPUs or GPUs than the cluster has in all."""
+    have = available_resources(address)
     for need, key in ((cpus, "CPU"), (gpus, "GPU")):
         if need > have.get(key, 0.0) + 1e-9:
             raise UserError(f"{what} need {need:g} {key}s but the Ray cluster has {have.get(key, 0.0):g}: "
                             f"ask for fewer, or pass --address of a cluster that has them")
 
 
-def agent_resources(agent) -> tuple[float, float]:
+def agent_resources(agent, address: str | None = None) -> tuple[float, float]:
     """(CPUs, GPUs) RLlib requests for an AgentConfig: one CPU per EnvRunner and per remote
-    learner without a GPU, and their GPUs. No GPU is counted where none is visible at all:
-    then the agent falls back to the CPU (agent/ppo.py: cpu_fallback)."""
-    import ray
-    import torch
-
+    learner without a GPU, and their GPUs. No GPU is counted where none is there at all: then
+    the agent falls back to the CPU (agent/ppo.py: cpu_fallback)."""
     gpu_learners = agent.num_gpus_per_learner > 0
     cpus = agent.num_env_runners + (0 if gpu_learners else agent.num_learners)
     gpus = agent.num_env_runners * agent.num_gpus_per_env_runner + agent.num_learners * agent.num_gpus_per_learner
-    if not (torch.cuda.is_available() or ray.cluster_resources().get("GPU", 0) > 0):
+    if gpus and not available_resources(address).get("GPU", 0):
         gpus = 0.0
     return float(cpus), float(gpus)

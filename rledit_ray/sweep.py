@@ -220,7 +220,7 @@ def _trainable(spec: SweepSpec, base: dict, inputs, sink):
     return tune.with_resources(shared, tune.PlacementGroupFactory(bundles))
 
 
-def check_trial_fits(spec: SweepSpec, base: dict) -> None:
+def check_trial_fits(spec: SweepSpec, base: dict, address: str | None) -> None:
     """Refuse a trial bigger than the cluster: Tune would wait for it forever."""
     from rledit_ray.connect import check_resources
 
@@ -228,7 +228,7 @@ def check_trial_fits(spec: SweepSpec, base: dict) -> None:
     cpus = spec.resources.cpu + agent.num_env_runners
     gpus = spec.resources.gpu + agent.num_env_runners * agent.num_gpus_per_env_runner
     check_resources(cpus, gpus, f"one trial (resources: cpu {spec.resources.cpu:g}, gpu {spec.resources.gpu:g}, "
-                                f"plus 1 CPU per each of its {agent.num_env_runners} EnvRunners) would")
+                                f"plus 1 CPU per each of its {agent.num_env_runners} EnvRunners) would", address)
 
 
 def run_sweep(spec_path: str | Path, out: str | Path, resume: bool = False, address: str | None = None) -> Path:
@@ -247,8 +247,8 @@ def run_sweep(spec_path: str | Path, out: str | Path, resume: bool = False, addr
     # Save the experiment state often, so a killed driver loses at most seconds of
     # bookkeeping and `--resume` never redoes a trial that had finished.
     os.environ.setdefault("TUNE_GLOBAL_CHECKPOINT_S", "2")
+    check_trial_fits(spec, base, address)
     ensure_ray(address)
-    check_trial_fits(spec, base)
     make_output(out, "--out")
     from rledit_ray.artifacts import sink_on_this_node
 

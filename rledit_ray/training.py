@@ -93,8 +93,9 @@ def train(cfg: RunConfig, out: str | Path, progress=print, address: str | None =
         check_resumable(out)
     world = build_world(cfg, parts)
     strategy = strategy_for(cfg, world)
+    check_resources(*agent_resources(cfg.agent, address), "the agent's EnvRunners and learners (--env-runners, "
+                    "agent:)", address)
     ensure_ray(address)
-    check_resources(*agent_resources(cfg.agent), "the agent's EnvRunners and learners (--env-runners, agent:)")
     algo = build_algo(cfg, world, strategy)
     try:
         run_dir = prepare_run_dir(out, resume, restart)

@@ -288,3 +288,16 @@ def bad_places(tmp_path_factory, finished_runs):
     assert main(["compare", "--dataset", "digits", "--forget-class", "3", "--methods", "original", "--seeds", "1",
                  "--out", str(root / "comparison")]) == 0
     return SimpleNamespace(root=root, **{p.name.replace(".", "_"): p for p in root.iterdir()})
+
+
+@pytest.fixture
+def places(finished_runs, bad_places, tmp_path, ray_local):
+    """Every place a bad-input case names: the shared runs (finished_runs), the bad files
+    (bad_places, as .bad), a fresh folder (.tmp) and a path in it that must stay absent (.new).
+    After the test, every file of the shared runs and bad files is byte-identical."""
+    from types import SimpleNamespace
+
+    roots = (finished_runs.root, bad_places.root)
+    before = [tree_digest(root) for root in roots]
+    yield SimpleNamespace(**vars(finished_runs), bad=bad_places, tmp=tmp_path, new=tmp_path / "new")
+    assert [tree_digest(root) for root in roots] == before, "a refused command changed a file it must not touch"

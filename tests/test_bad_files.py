@@ -6,9 +6,7 @@ import shutil
 from pathlib import Path
 
 import pytest
-
 from conftest import refused
-from test_bad_inputs import p  # noqa: F401 (the fixture: places, and the shared runs hashed around each test)
 
 TINY_CNN = f"{Path(__file__).parent / 'conftest.py'}:TinyCNN"
 TEXT_COLUMNS = '{"text": "text", "label": "label", "groups": "g"}'
@@ -40,16 +38,16 @@ VERBS = {"train": lambda p, flags: ["train", *flags, "--out", p.new], "eval": la
 
 @pytest.mark.parametrize("verb", VERBS)
 @pytest.mark.parametrize("name, expected", [d[1:] for d in IMAGE_DATA], ids=[d[0] for d in IMAGE_DATA])
-def test_image_data_that_cannot_be_read(verb, name, expected, p, capsys):
-    refused(capsys, VERBS[verb](p, ["--dataset", "mine", "--data-root", p.bad.root / name]), expected)
-    assert not p.new.exists()
+def test_image_data_that_cannot_be_read(verb, name, expected, places, capsys):
+    refused(capsys, VERBS[verb](places, ["--dataset", "mine", "--data-root", places.bad.root / name]), expected)
+    assert not places.new.exists()
 
 
 @pytest.mark.parametrize("verb", VERBS)
 @pytest.mark.parametrize("flags, name, expected", [d[1:] for d in TEXT_DATA], ids=[d[0] for d in TEXT_DATA])
-def test_text_data_that_cannot_be_read(verb, flags, name, expected, p, capsys):
-    refused(capsys, VERBS[verb](p, ["--task", "bias", *flags, "--data-root", p.bad.root / name]), expected)
-    assert not p.new.exists()
+def test_text_data_that_cannot_be_read(verb, flags, name, expected, places, capsys):
+    refused(capsys, VERBS[verb](places, ["--task", "bias", *flags, "--data-root", places.bad.root / name]), expected)
+    assert not places.new.exists()
 
 
 # ----------------------------------------------------------------------------- weights
@@ -63,17 +61,17 @@ WEIGHTS = [
 
 @pytest.mark.parametrize("verb", VERBS)
 @pytest.mark.parametrize("name, expected", WEIGHTS, ids=[w for w, _ in WEIGHTS])
-def test_model_weights_that_cannot_be_read(verb, name, expected, p, capsys):
-    flags = ["--dataset", "digits", "--model", TINY_CNN, "--weights", p.bad.root / name]
-    refused(capsys, VERBS[verb](p, flags), expected)
+def test_model_weights_that_cannot_be_read(verb, name, expected, places, capsys):
+    flags = ["--dataset", "digits", "--model", TINY_CNN, "--weights", places.bad.root / name]
+    refused(capsys, VERBS[verb](places, flags), expected)
 
 
 EDITED = [*WEIGHTS[:6], ("missing.safetensors", "does not exist"), ("images", "does not exist")]
 
 
 @pytest.mark.parametrize("name, expected", EDITED, ids=[w for w, _ in EDITED])
-def test_edited_weights_that_cannot_be_read(name, expected, p, capsys):
-    refused(capsys, ["eval", "--dataset", "digits", "--edited", p.bad.root / name], expected)
+def test_edited_weights_that_cannot_be_read(name, expected, places, capsys):
+    refused(capsys, ["eval", "--dataset", "digits", "--edited", places.bad.root / name], expected)
 
 
 # ----------------------------------------------------------------------------- checkpoints
@@ -88,16 +86,16 @@ CHECKPOINTS = [
 
 @pytest.mark.parametrize("verb", ["edit", "compare-requests"])
 @pytest.mark.parametrize("where, expected", [c[1:] for c in CHECKPOINTS], ids=[c[0] for c in CHECKPOINTS])
-def test_a_checkpoint_that_cannot_be_loaded(verb, where, expected, p, capsys):
+def test_a_checkpoint_that_cannot_be_loaded(verb, where, expected, places, capsys):
     extra = ["--baselines"] if verb == "compare-requests" else []
-    refused(capsys, [verb, "--checkpoint", where(p), *extra, "--out", p.new], expected)
-    assert not p.new.exists()
+    refused(capsys, [verb, "--checkpoint", where(places), *extra, "--out", places.new], expected)
+    assert not places.new.exists()
 
 
-def test_a_checkpoint_config_that_is_not_utf8(p, capsys):
-    ckpt = shutil.copytree(p.run / "checkpoint", p.tmp / "checkpoint")
+def test_a_checkpoint_config_that_is_not_utf8(places, capsys):
+    ckpt = shutil.copytree(places.run / "checkpoint", places.tmp / "checkpoint")
     (ckpt / "rledit_config.yaml").write_bytes("seed: 0  # café\n".encode("latin-1"))
-    refused(capsys, ["edit", "--checkpoint", ckpt, "--out", p.new], "is not UTF-8 text")
+    refused(capsys, ["edit", "--checkpoint", ckpt, "--out", places.new], "is not UTF-8 text")
 
 
 # ----------------------------------------------------------------------------- run metrics
@@ -119,10 +117,10 @@ METRICS = [
 
 
 @pytest.mark.parametrize("content, expected", [m[1:] for m in METRICS], ids=[m[0] for m in METRICS])
-def test_summarize_a_run_with_damaged_metrics(content, expected, p, capsys):
-    (p.tmp / "run").mkdir()
-    (p.tmp / "run" / "metrics.json").write_bytes(content)
-    refused(capsys, ["summarize", p.run, p.tmp / "run"], expected)
+def test_summarize_a_run_with_damaged_metrics(content, expected, places, capsys):
+    (places.tmp / "run").mkdir()
+    (places.tmp / "run" / "metrics.json").write_bytes(content)
+    refused(capsys, ["summarize", places.run, places.tmp / "run"], expected)
 
 
 SUMMARIZE = [
@@ -136,8 +134,8 @@ SUMMARIZE = [
 
 
 @pytest.mark.parametrize("runs, expected", [s[1:] for s in SUMMARIZE], ids=[s[0] for s in SUMMARIZE])
-def test_summarize_refuses_what_is_not_a_finished_run(runs, expected, p, capsys):
-    refused(capsys, ["summarize", *runs(p)], expected)
+def test_summarize_refuses_what_is_not_a_finished_run(runs, expected, places, capsys):
+    refused(capsys, ["summarize", *runs(places)], expected)
 
 
 # ----------------------------------------------------------------------------- comparisons
@@ -156,9 +154,9 @@ RL_RUNS = [
 
 
 @pytest.mark.parametrize("methods, rl_run, expected", [r[1:] for r in RL_RUNS], ids=[r[0] for r in RL_RUNS])
-def test_compare_reuses_only_a_matching_finished_run(methods, rl_run, expected, p, capsys):
-    refused(capsys, [*COMPARE, "--methods", *methods, "--rl-run", rl_run(p), "--out", p.new], expected)
-    assert not p.new.exists()
+def test_compare_reuses_only_a_matching_finished_run(methods, rl_run, expected, places, capsys):
+    refused(capsys, [*COMPARE, "--methods", *methods, "--rl-run", rl_run(places), "--out", places.new], expected)
+    assert not places.new.exists()
 
 
 OTHER_SETTINGS = [
@@ -170,9 +168,9 @@ OTHER_SETTINGS = [
 
 
 @pytest.mark.parametrize("changes, expected", [o[1:] for o in OTHER_SETTINGS], ids=[o[0] for o in OTHER_SETTINGS])
-def test_compare_out_at_a_comparison_of_other_settings(changes, expected, p, capsys):
+def test_compare_out_at_a_comparison_of_other_settings(changes, expected, places, capsys):
     flags = {"--dataset": "digits", "--forget-class": "3", "--seeds": "1", "--methods": "original", **changes}
-    refused(capsys, ["compare", *[x for item in flags.items() for x in item], "--out", p.bad.comparison], expected)
+    refused(capsys, ["compare", *[x for item in flags.items() for x in item], "--out", places.bad.comparison], expected)
 
 
 COUNTS = [
@@ -188,9 +186,9 @@ COUNTS = [
 
 
 @pytest.mark.parametrize("flags, expected", [c[1:] for c in COUNTS], ids=[c[0] for c in COUNTS])
-def test_compare_options_that_make_no_sense(flags, expected, p, capsys):
-    refused(capsys, [*COMPARE, "--methods", "original", "rl_mask", *flags, "--out", p.new], expected)
-    assert not p.new.exists()
+def test_compare_options_that_make_no_sense(flags, expected, places, capsys):
+    refused(capsys, [*COMPARE, "--methods", "original", "rl_mask", *flags, "--out", places.new], expected)
+    assert not places.new.exists()
 
 
 REQUESTS = [
@@ -202,7 +200,7 @@ REQUESTS = [
 
 
 @pytest.mark.parametrize("args, expected", [r[1:] for r in REQUESTS], ids=[r[0] for r in REQUESTS])
-def test_compare_requests_options_that_make_no_sense(args, expected, p, capsys):
-    checkpoint, *rest = args(p)
-    refused(capsys, ["compare-requests", "--checkpoint", checkpoint, *rest, "--out", p.new], expected)
-    assert not p.new.exists()
+def test_compare_requests_options_that_make_no_sense(args, expected, places, capsys):
+    checkpoint, *rest = args(places)
+    refused(capsys, ["compare-requests", "--checkpoint", checkpoint, *rest, "--out", places.new], expected)
+    assert not places.new.exists()

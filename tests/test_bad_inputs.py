@@ -2,31 +2,22 @@
 with no traceback, before it writes anything; the shared runs stay byte-identical (issue 18).
 
 Here: config files, config fields, flags, output folders, `train --resume`, edit options.
-test_bad_files.py: data, weights, checkpoints, run metrics, comparisons, sweep specs, bench.
-test_bad_actions.py: NaN and misshapen actions. test_ray_address.py: clusters that do not
-answer and a stale address file, through subprocesses (no traceback reaches a terminal).
-The CLI runs in this process (`refused`); the runs it must not touch are trained once per
-session (conftest.py: finished_runs) and hashed around every test.
+test_bad_files.py: data, weights, checkpoints, run metrics, comparisons. test_bad_options.py:
+sweep specs, bench options. test_bad_actions.py: NaN and misshapen actions, the config schema
+(property tests). test_bad_terminal.py: clusters that do not answer, a stale address file, a
+running local cluster, and examples through the real process (no traceback reaches a terminal).
+The CLI runs in this process (conftest.py: `refused`); the runs it must not touch are trained
+once per session (conftest.py: finished_runs) and hashed around every test (`places`).
 """
 from pathlib import Path
-from types import SimpleNamespace
 
 import pytest
 import yaml
-from conftest import refused, tree_digest
+from conftest import refused
 
 REPO = Path(__file__).resolve().parents[1]
 SMOKE_SPEC = REPO / "tune_configs" / "digits_smoke.yaml"
 DIGITS = {"dataset": "digits", "forget_classes": [3]}
-
-
-@pytest.fixture
-def p(finished_runs, bad_places, tmp_path, ray_local):
-    """Every place a case names; after the test, the shared runs and files are unchanged."""
-    roots = (finished_runs.root, bad_places.root)
-    before = [tree_digest(root) for root in roots]
-    yield SimpleNamespace(**vars(finished_runs), bad=bad_places, tmp=tmp_path, new=tmp_path / "new")
-    assert [tree_digest(root) for root in roots] == before, "a refused command changed a file it must not touch"
 
 
 def config_file(tmp_path, data: dict) -> Path:
@@ -50,9 +41,9 @@ CONFIG_FILES = [
 
 @pytest.mark.parametrize("verb", CONFIG_VERBS)
 @pytest.mark.parametrize("name, expected", CONFIG_FILES, ids=[n for n, _ in CONFIG_FILES])
-def test_a_config_file_that_cannot_be_read(verb, name, expected, p, capsys):
-    refused(capsys, CONFIG_VERBS[verb](p.bad.root / name, p), expected)
-    assert not p.new.exists()
+def test_a_config_file_that_cannot_be_read(verb, name, expected, places, capsys):
+    refused(capsys, CONFIG_VERBS[verb](places.bad.root / name, places), expected)
+    assert not places.new.exists()
 
 
 # ----------------------------------------------------------------------------- config fields
@@ -110,11 +101,11 @@ FIELDS = [
 
 @pytest.mark.parametrize("verb", ["train", "eval"])
 @pytest.mark.parametrize("fields, expected", [f[1:] for f in FIELDS], ids=[f[0] for f in FIELDS])
-def test_a_config_field_out_of_its_domain(verb, fields, expected, p, capsys):
-    cfg = config_file(p.tmp, {**DIGITS, **fields})
-    refused(capsys, ["train", "--config", cfg, "--out", p.new] if verb == "train" else ["eval", "--config", cfg],
+def test_a_config_field_out_of_its_domain(verb, fields, expected, places, capsys):
+    cfg = config_file(places.tmp, {**DIGITS, **fields})
+    refused(capsys, ["train", "--config", cfg, "--out", places.new] if verb == "train" else ["eval", "--config", cfg],
             expected)
-    assert not p.new.exists()  # no folder holding only config.yaml
+    assert not places.new.exists()  # no folder holding only config.yaml
 
 
 # ----------------------------------------------------------------------------- flags
@@ -147,9 +138,9 @@ RUN_VERBS = {
 
 @pytest.mark.parametrize("verb", RUN_VERBS)
 @pytest.mark.parametrize("flags, expected", RUN_FLAGS, ids=[" ".join(f) for f, _ in RUN_FLAGS])
-def test_a_run_flag_out_of_its_domain(verb, flags, expected, p, capsys):
-    refused(capsys, RUN_VERBS[verb](flags, p), expected)
-    assert not p.new.exists()
+def test_a_run_flag_out_of_its_domain(verb, flags, expected, places, capsys):
+    refused(capsys, RUN_VERBS[verb](flags, places), expected)
+    assert not places.new.exists()
 
 
 TRAIN_FLAGS = [
@@ -174,9 +165,9 @@ TRAIN_FLAGS = [
 
 
 @pytest.mark.parametrize("flags, expected", TRAIN_FLAGS, ids=[" ".join(f) for f, _ in TRAIN_FLAGS])
-def test_a_train_flag_out_of_its_domain(flags, expected, p, capsys):
-    refused(capsys, ["train", "--dataset", "digits", *flags, "--out", p.new], expected)
-    assert not p.new.exists()
+def test_a_train_flag_out_of_its_domain(flags, expected, places, capsys):
+    refused(capsys, ["train", "--dataset", "digits", *flags, "--out", places.new], expected)
+    assert not places.new.exists()
 
 
 # ----------------------------------------------------------------------------- output folders
@@ -204,9 +195,9 @@ OUT_CASES = [(verb, where) for verb in OUT_VERBS for where in BAD_OUTS
 
 
 @pytest.mark.parametrize("verb, where", OUT_CASES, ids=[f"{v} --out {w}" for v, w in OUT_CASES])
-def test_an_output_folder_that_must_not_be_written(verb, where, p, capsys):
+def test_an_output_folder_that_must_not_be_written(verb, where, places, capsys):
     out, expected = BAD_OUTS[where]
-    refused(capsys, OUT_VERBS[verb](out(p), p), expected)
+    refused(capsys, OUT_VERBS[verb](out(places), places), expected)
 
 
 # ----------------------------------------------------------------------------- resume
@@ -231,9 +222,9 @@ RESUME = [
 
 
 @pytest.mark.parametrize("args, expected", [r[1:] for r in RESUME], ids=[r[0] for r in RESUME])
-def test_resume_only_an_unfinished_run_in_place(args, expected, p, capsys):
-    refused(capsys, ["train", "--resume", *args(p)], expected)
-    assert not p.new.exists()
+def test_resume_only_an_unfinished_run_in_place(args, expected, places, capsys):
+    refused(capsys, ["train", "--resume", *args(places)], expected)
+    assert not places.new.exists()
 
 
 # ----------------------------------------------------------------------------- edit options
@@ -250,7 +241,7 @@ EDITS = [
 
 
 @pytest.mark.parametrize("args, expected", [e[1:] for e in EDITS], ids=[e[0] for e in EDITS])
-def test_edit_options_that_make_no_sense(args, expected, p, capsys):
-    argv = ["edit", *args(p)] + ([] if expected.endswith("--out") else ["--out", p.new])
+def test_edit_options_that_make_no_sense(args, expected, places, capsys):
+    argv = ["edit", *args(places)] + ([] if expected.endswith("--out") else ["--out", places.new])
     refused(capsys, argv, expected)
-    assert not p.new.exists()
+    assert not places.new.exists()
