@@ -225,7 +225,8 @@ class EditWorld(gym.Env):
         out-of-range value: NaN to 0 (the box's centre), +inf to 1, -inf to -1. So the edited
         weights, the reward and the observation stay finite; `nonfinite_actions` counts such
         steps and the first one is logged (docs/errors.md)."""
-        action = np.asarray(action, dtype=np.float32)
+        with np.errstate(over="ignore"):  # a float64 beyond float32's range becomes inf, mapped below
+            action = np.asarray(action, dtype=np.float32)
         if action.shape != self.action_space.shape:
             raise ValueError(f"action of shape {action.shape} for an action space of shape {self.action_space.shape}")
         if not np.isfinite(action).all():
