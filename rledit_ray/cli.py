@@ -68,6 +68,10 @@ def _json_mapping(text: str) -> dict:
     return value
 
 
+ADDRESS_HELP = ("Ray cluster: HOST:PORT, or auto (the latest `ray start` here); default: RAY_ADDRESS, else a "
+                "private local Ray, even next to a running cluster (docs/errors.md)")
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="rledit", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
@@ -86,9 +90,10 @@ def _parser() -> argparse.ArgumentParser:
     t.add_argument("--iterations", type=int, help="PPO iterations (upper bound; stops early on target)")
     t.add_argument("--env-runners", type=int, help="remote EnvRunners (0 = sample in the driver)")
     t.add_argument("--out", help="run directory (default runs/<task>-<dataset>-<world>-seed<S>-<time>)")
-    t.add_argument("--address", help="Ray cluster address (default: RAY_ADDRESS or a local Ray)")
+    t.add_argument("--address", help=ADDRESS_HELP)
     t.add_argument("--resume", metavar="RUN_DIR",
-                   help="continue an unfinished run from its checkpoint (its config.yaml; flags override)")
+                   help="continue an unfinished run in place from its checkpoint (its config.yaml; only "
+                        "--iterations and --env-runners may change)")
 
     e = sub.add_parser("edit", help="apply a trained policy to the target and save the edited weights")
     e.add_argument("--checkpoint", required=True, help="a run directory or its checkpoint folder")
@@ -109,7 +114,7 @@ def _parser() -> argparse.ArgumentParser:
     w.add_argument("spec", help="sweep spec YAML, e.g. tune_configs/unlearning_reward_coefs.yaml")
     w.add_argument("--out", help="output folder (default sweeps/<spec name>)")
     w.add_argument("--resume", action="store_true", help="continue an interrupted sweep in --out")
-    w.add_argument("--address", help="Ray cluster address (default: RAY_ADDRESS or a local Ray)")
+    w.add_argument("--address", help=ADDRESS_HELP)
 
     c = sub.add_parser("compare", help="RL edits and hand-designed baselines side by side (comparison.csv/md/png)")
     _add_run_flags(c)

@@ -73,10 +73,11 @@ def apply_checkpoint(checkpoint: str | Path, out: str | Path, forget_class: int 
     `out` must be a new or empty folder: an edit never replaces a run's or an earlier edit's files."""
     if repeat < 1:
         raise UserError(f"--repeat must be >= 1 (got {repeat})")
-    if repeat > 1 and forget_class is None and load_config(find_checkpoint(checkpoint)[1]).generalist is None:
+    generalist = load_config(find_checkpoint(checkpoint)[1]).generalist is not None
+    if repeat > 1 and forget_class is None and not generalist:
         raise UserError("--repeat times serving a request: it needs a generalist checkpoint and --forget-class")
     out = check_output(out, "--out")
-    if forget_class is not None or load_config(find_checkpoint(checkpoint)[1]).generalist is not None:
+    if forget_class is not None or generalist:
         return serve_request(checkpoint, out, forget_class, repeat)
     from rledit_ray.agent import deterministic_action
 

@@ -55,11 +55,13 @@ def check_resumable(out: str | Path) -> None:
     if not (ckpt / RESUME_STATE).is_file():
         raise UserError(f"nothing to resume: no checkpoint with {RESUME_STATE} in '{ckpt.parent}' (the run stopped "
                         f"before its first evaluation): start it again with a new --out")
-    try:
+    try:  # what _restore reads; JSONDecodeError and UnicodeDecodeError are ValueErrors
         state = json.loads((ckpt / RESUME_STATE).read_text(encoding="utf-8"))
-        int(state["env_steps"]), state["best"]["iteration"], state["history"][-1]["iteration"]
-    except (ValueError, KeyError, IndexError, TypeError):  # JSONDecodeError and UnicodeDecodeError are ValueErrors
-        raise UserError(f"cannot resume '{ckpt.parent}': '{ckpt / RESUME_STATE}' is damaged") from None
+        readable = int(state["env_steps"]) >= 0 and "iteration" in state["best"] and "iteration" in state["history"][-1]
+    except (ValueError, KeyError, IndexError, TypeError):
+        readable = False
+    if not readable:
+        raise UserError(f"cannot resume '{ckpt.parent}': '{ckpt / RESUME_STATE}' is damaged")
     load_checkpoint_module(ckpt)
 
 

@@ -247,6 +247,7 @@ def bad_places(tmp_path_factory, finished_runs):
         "badtype.yaml": b"samples: {per_set: many}\n",
         "corrupt.safetensors": b"\x10\x00\x00\x00\x00\x00\x00\x00{not json at all}",
         "truncated.safetensors": good_weights[:300], "empty.safetensors": b"",
+        "body_cut.safetensors": good_weights[:8 + int.from_bytes(good_weights[:8], "little") + 100],
         "huge_header.safetensors": (10**15).to_bytes(8, "little") + b"{}",
         "garbage.pt": bytes(range(256)) * 2, "empty.pt": b"", "file": b"not a folder",
         "empty.csv": b"", "binary.csv": b"\x00\x01\x02" * 500, "header_only.csv": b"comment_text,target,male\n",

@@ -54,6 +54,7 @@ def test_text_data_that_cannot_be_read(verb, flags, name, expected, places, caps
 WEIGHTS = [
     ("corrupt.safetensors", "is not a readable safetensors file"), ("truncated.safetensors", "invalid header length"),
     ("empty.safetensors", "header too small"), ("huge_header.safetensors", "header too large"),
+    ("body_cut.safetensors", "file not fully covered"),
     ("garbage.pt", "holds a pickled object"), ("empty.pt", "cannot be read: EOFError"),
     ("missing.safetensors", "does not exist"), ("file", "expected one of .safetensors"),
 ]
@@ -66,7 +67,7 @@ def test_model_weights_that_cannot_be_read(verb, name, expected, places, capsys)
     refused(capsys, VERBS[verb](places, flags), expected)
 
 
-EDITED = [*WEIGHTS[:6], ("missing.safetensors", "does not exist"), ("images", "does not exist")]
+EDITED = [*WEIGHTS[:7], ("missing.safetensors", "does not exist"), ("images", "does not exist")]
 
 
 @pytest.mark.parametrize("name, expected", EDITED, ids=[w for w, _ in EDITED])

@@ -245,3 +245,21 @@ def test_edit_options_that_make_no_sense(args, expected, places, capsys):
     argv = ["edit", *args(places)] + ([] if expected.endswith("--out") else ["--out", places.new])
     refused(capsys, argv, expected)
     assert not places.new.exists()
+
+
+# ----------------------------------------------------------------------------- the Python API
+API = [
+    ("out at a finished run", lambda p: {"out": p.run}, "already holds a finished run"),
+    ("a setting out of its domain", lambda p: {"settings": {"agent.hidden": [-4]}, "out": p.new}, "agent.hidden.0"),
+    ("a negative seed", lambda p: {"seed": -1, "out": p.new}, "seed: Input should be greater than or equal to 0"),
+]
+
+
+@pytest.mark.parametrize("kwargs, expected", [a[1:] for a in API], ids=[a[0] for a in API])
+def test_the_python_api_refuses_before_building_anything(kwargs, expected, places, digits_target):
+    import rledit_ray
+    from rledit_ray.errors import UserError
+
+    with pytest.raises(UserError, match=expected.replace("(", r"\(").replace(")", r"\)")):
+        rledit_ray.edit(digits_target[1], "digits", forget_classes=[3], **kwargs(places))
+    assert not places.new.exists()
