@@ -26,6 +26,8 @@ CONNECT_TIMEOUT_S = 10.0
 # address of its own (Ray rewrites 127.0.0.1 to the host's address).
 LOCAL_OBJECT_STORE_BYTES = 300 * 2**20
 LOCAL_NODE_IP = "127.0.0.2"
+# Ray's count of attempts (about a second apart, each up to ~40 s) to reach a cluster's GCS.
+GCS_ATTEMPTS = "RAY_gcs_server_port_wait_time_s"
 
 
 def requested_address(address: str | None) -> str | None:
@@ -92,10 +94,18 @@ def ensure_ray(address: str | None = None) -> None:
                  object_store_memory=LOCAL_OBJECT_STORE_BYTES, _node_ip_address=LOCAL_NODE_IP)
         return
     check_address(cluster)
+    # One attempt at Ray's handshake (~40 s), not Ray's default of many: the TCP check saw
+    # something listen there; if it is no Ray cluster, a user hears so in bounded time.
+    previous = os.environ.get(GCS_ATTEMPTS)
+    os.environ.setdefault(GCS_ATTEMPTS, "1")
     try:  # `cluster`: HOST:PORT (auto resolved above), never Ray's own search
         ray.init(address=cluster, log_to_driver=False, logging_level=logging.WARNING)  # e.g. under `ray job submit`
     except (ConnectionError, TimeoutError) as err:
-        raise UserError(f"cannot join the Ray cluster at {cluster}: {one_line(err)}") from None
+        raise UserError(f"cannot join the Ray cluster at {cluster} (is a Ray head listening there?): "
+                        f"{one_line(err)}") from None
+    finally:
+        if previous is None:
+            os.environ.pop(GCS_ATTEMPTS, None)
 
 
 def available_resources(address: str | None = None) -> dict[str, float]:

@@ -52,6 +52,22 @@ def test_an_address_where_nothing_listens_is_given_up_within_seconds(verb, tmp_p
     assert time.monotonic() - started < 30 and not (tmp_path / "run").exists()
 
 
+@pytest.mark.slow  # Ray's one handshake attempt takes ~40 s to give up
+def test_an_address_where_something_else_listens_is_given_up_in_bounded_time(tmp_path):
+    import socket
+
+    with socket.socket() as server:  # a port that accepts connections but speaks no Ray
+        server.bind(("127.0.0.2", 0))
+        server.listen()
+        started = time.monotonic()
+        result = rledit("train", *DIGITS, "--address", "127.0.0.2:%d" % server.getsockname()[1],
+                        "--out", tmp_path / "run", timeout=150)
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr[-3000:]
+    assert "cannot join the Ray cluster" in lines[-1] and time.monotonic() - started < 120
+    assert not (tmp_path / "run").exists()
+
+
 def test_a_stale_address_file_neither_hangs_nor_is_joined(ray_tmpdir, tmp_path):
     dead = f"127.0.0.2:{free_port()}"  # a cluster that died and left its address behind
     (ray_tmpdir / "ray" / "ray_current_cluster").write_text(dead)
