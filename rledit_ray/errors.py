@@ -67,6 +67,8 @@ def user_file_errors(subject: str, also: tuple[type[BaseException], ...] = ()):
         reason = next(text for cls, text in _REASONS if isinstance(error, cls))
         raise UserError(f"cannot read {subject}: {reason}") from None
     except _library_errors() + tuple(also) as error:
-        if type(error).__name__ == "EmptyDataError":
+        cause = error.__cause__ or error.__context__  # datasets wraps the reader's own error
+        if "EmptyDataError" in (type(error).__name__, type(cause).__name__):
             raise UserError(f"{subject} is empty") from None
-        raise UserError(f"cannot read {subject}: {one_line(error)}") from None
+        reason = one_line(error) + (f" ({type(cause).__name__}: {one_line(cause, 120)})" if cause else "")
+        raise UserError(f"cannot read {subject}: {reason}") from None

@@ -252,6 +252,7 @@ def bad_places(tmp_path_factory, finished_runs):
         "garbage.pt": bytes(range(256)) * 2, "empty.pt": b"", "file": b"not a folder",
         "empty.csv": b"", "binary.csv": b"\x00\x01\x02" * 500, "header_only.csv": b"comment_text,target,male\n",
         "notzip.npz": b"PK\x03\x04garbage", "array.npz": b"\x93NUMPY\x01\x00garbage",
+        "bad.parquet": b"PAR1garbagegarbage", "bad.arrow": b"garbage arrow", "bad.jsonl": b'{"a": 1,\n',
     }
     for name, data in files.items():
         (root / name).write_bytes(data)

@@ -21,6 +21,11 @@ IMAGE_DATA = [
     ("npz of one array", "array.npz", "holds a single array"),
     ("images PIL cannot read", "images", "cannot read image"),
     ("unknown kind of file", "file", "cannot tell the format"),
+    ("parquet that is not parquet", "bad.parquet", "Parquet magic bytes not found"),
+    ("arrow file cut short", "bad.arrow", "File is too small"),
+    ("JSON lines that do not parse", "bad.jsonl", "JSON parse error"),
+    ("binary CSV table", "binary.csv", "UnicodeDecodeError"),
+    ("empty CSV table", "empty.csv", "is empty"),
     ("missing folder", "nowhere", "does not exist"),
 ]
 TEXT_DATA = [
@@ -28,6 +33,11 @@ TEXT_DATA = [
     ("binary CSV", ["--dataset", "mine", "--data-columns", TEXT_COLUMNS], "binary.csv", "is binary, not text"),
     ("CSV without the columns", ["--dataset", "mine", "--data-columns", TEXT_COLUMNS], "header_only.csv",
      "has no column 'text'"),
+    ("parquet that is not parquet", ["--dataset", "mine", "--data-columns", TEXT_COLUMNS], "bad.parquet",
+     "Parquet magic bytes not found"),
+    ("arrow file cut short", ["--dataset", "mine", "--data-columns", TEXT_COLUMNS], "bad.arrow", "File is too small"),
+    ("JSON lines that do not parse", ["--dataset", "mine", "--data-columns", TEXT_COLUMNS], "bad.jsonl",
+     "JSON parse error"),
     ("empty Jigsaw CSV", ["--dataset", "jigsaw"], "empty.csv", "is empty"),
     ("binary Jigsaw CSV", ["--dataset", "jigsaw"], "binary.csv", "is binary, not text"),
     ("Jigsaw CSV without identities", ["--dataset", "jigsaw"], "header_only.csv", "lacks column 'female'"),

@@ -58,15 +58,19 @@ def open_hf(path_or_name: str, allow_hub: bool = False) -> tuple[dict, str]:
 
 @contextmanager
 def _errors_unlogged():
-    """datasets logs some failures before raising them; raised, they become our one line."""
+    """datasets logs some failures before raising them, and draws progress bars on stderr
+    ("Generating train split") even for a file it then refuses; raised, they become our one line."""
     import datasets
 
-    before = datasets.logging.get_verbosity()
+    before, bars = datasets.logging.get_verbosity(), not datasets.are_progress_bars_disabled()
     datasets.logging.set_verbosity(datasets.logging.CRITICAL)
+    datasets.disable_progress_bars()
     try:
         yield
     finally:
         datasets.logging.set_verbosity(before)
+        if bars:
+            datasets.enable_progress_bars()
 
 
 def _data_files(path: Path) -> tuple[str, dict[str, list[str]]]:
