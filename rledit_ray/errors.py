@@ -46,7 +46,10 @@ def _library_errors() -> tuple[type[BaseException], ...]:
 
 
 def one_line(error: BaseException, limit: int = 200) -> str:
+    """The error's text on one line of printable characters (a quoted binary file's bytes would
+    otherwise reach the terminal), cut at `limit`."""
     text = " ".join(str(error).split()) or type(error).__name__
+    text = "".join(c if c.isprintable() else "?" for c in text)
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 

@@ -24,7 +24,7 @@ IMAGE_DATA = [
     ("parquet that is not parquet", "bad.parquet", "Parquet magic bytes not found"),
     ("arrow file cut short", "bad.arrow", "File is too small"),
     ("JSON lines that do not parse", "bad.jsonl", "JSON parse error"),
-    ("binary CSV table", "binary.csv", "UnicodeDecodeError"),
+    ("binary CSV table", "binary.csv", "is binary, not csv text"),
     ("empty CSV table", "empty.csv", "is empty"),
     ("missing folder", "nowhere", "does not exist"),
 ]
