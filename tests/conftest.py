@@ -20,8 +20,8 @@ def ray_local():
     """One small local Ray for every test that needs a cluster."""
     import ray
 
-    if not ray.is_initialized():
-        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False,
+    if not ray.is_initialized():  # address="local": never a `ray start` cluster of this machine (connect.py)
+        ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False,
                  object_store_memory=200 * 2**20, _node_ip_address="127.0.0.2")
     yield ray
     ray.shutdown()
