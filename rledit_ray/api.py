@@ -44,7 +44,7 @@ def edit(model: nn.Module | None = None, data=None, *, task: str = "unlearning",
     from rledit_ray.build import build_inputs, build_parts, normalisation
     from rledit_ray.data import preprocess_images
     from rledit_ray.targets.sources import load_weights
-    from rledit_ray.training import train
+    from rledit_ray.training import check_run_dir, train
 
     fields = {"task": task, "world": world, "seed": seed, "target": {"mean": mean, "std": std}}
     if task == "unlearning":
@@ -64,12 +64,13 @@ def edit(model: nn.Module | None = None, data=None, *, task: str = "unlearning",
         model = copy.deepcopy(model)  # the caller's object stays unedited
         fields["target"]["python_object"] = type(model).__name__
     cfg = build_config(with_overrides(fields, settings), where="rledit_ray.edit")
+    out = Path(out) if out is not None else Path("runs") / f"api-{cfg.task}-{cfg.world}-{time.strftime('%Y%m%d-%H%M%S')}"
+    check_run_dir(out)  # before the data and the target are prepared, not after
     if dataset is not None:
         size = tuple(cfg.target.image_size) if cfg.target.image_size else None
         dataset = preprocess_images(dataset, *normalisation(cfg), size=size)
     parts = (build_parts(cfg, build_inputs(cfg, model=model, data=dataset))
              if model is not None or dataset is not None else build_parts(cfg))
-    out = Path(out) if out is not None else Path("runs") / f"api-{cfg.task}-{cfg.world}-{time.strftime('%Y%m%d-%H%M%S')}"
     metrics = train(cfg, out, progress=progress, address=address, parts=parts)
     edited = copy.deepcopy(parts.model)
     load_weights(edited, out / "edited_weights.safetensors")

@@ -81,6 +81,8 @@ class BenchOptions:
     device: str = "auto"  # where the worlds run: auto (cuda when visible), cpu, cuda[:k]
 
     def check(self) -> "BenchOptions":
+        if not self.configs:
+            raise UserError(f"--configs needs at least one name: choose from {', '.join(BENCH_CONFIGS)}")
         unknown = [c for c in self.configs if c not in BENCH_CONFIGS]
         if unknown:
             raise UserError(f"unknown bench config '{unknown[0]}': choose from {', '.join(BENCH_CONFIGS)}")
@@ -89,8 +91,10 @@ class BenchOptions:
             if not values or min(values) < (0 if name == "runners" else 1):
                 kind = "non-negative" if name == "runners" else "positive"
                 raise UserError(f"--{name} needs a comma-separated list of {kind} integers")
-        if self.repeats < 1 or self.seconds <= 0:
-            raise UserError("--repeats must be >= 1 and --seconds > 0")
+        if self.repeats < 1 or not 0 < self.seconds < float("inf"):
+            raise UserError("--repeats must be >= 1 and --seconds a finite number > 0")
+        if self.ppo_iterations < 0:
+            raise UserError(f"--ppo-iterations must be >= 0 (got {self.ppo_iterations}; 0 = the warm-up iteration only)")
         return self
 
 
@@ -258,7 +262,12 @@ def run_bench(opts: BenchOptions, progress=print) -> dict:
             and max(opts.runners) > (os.cpu_count() or 1)):
         raise UserError(f"--runners {max(opts.runners)} needs that many CPUs but this machine has {os.cpu_count()}: "
                         "lower it or pass --address of a bigger Ray cluster")
-    torch.set_num_threads(bench_config(opts.configs[0], opts).torch_threads)
+    if not opts.world_only:  # minutes of world measures come first: refuse a silent cluster before them
+        from rledit_ray.connect import check_address
+
+        check_address(opts.address)
+    # Every config is built (and so checked: world, dataset, device) before the first measure.
+    torch.set_num_threads(min(bench_config(name, opts).torch_threads for name in opts.configs))
     # Every world measure first, before Ray starts: measured here, the first forward passes
     # after ray.init ran ~30% slower than a minute later (its processes still starting).
     parts = [bench_world_part(name, opts, progress) for name in opts.configs]

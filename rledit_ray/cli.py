@@ -68,6 +68,10 @@ def _json_mapping(text: str) -> dict:
     return value
 
 
+ADDRESS_HELP = ("Ray cluster: HOST:PORT, or auto (the latest `ray start` here); default: RAY_ADDRESS, else a "
+                "private local Ray, even next to a running cluster (docs/errors.md)")
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="rledit", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
@@ -86,9 +90,10 @@ def _parser() -> argparse.ArgumentParser:
     t.add_argument("--iterations", type=int, help="PPO iterations (upper bound; stops early on target)")
     t.add_argument("--env-runners", type=int, help="remote EnvRunners (0 = sample in the driver)")
     t.add_argument("--out", help="run directory (default runs/<task>-<dataset>-<world>-seed<S>-<time>)")
-    t.add_argument("--address", help="Ray cluster address (default: RAY_ADDRESS or a local Ray)")
+    t.add_argument("--address", help=ADDRESS_HELP)
     t.add_argument("--resume", metavar="RUN_DIR",
-                   help="continue an unfinished run from its checkpoint (its config.yaml; flags override)")
+                   help="continue an unfinished run in place from its checkpoint (its config.yaml; only "
+                        "--iterations and --env-runners may change)")
 
     e = sub.add_parser("edit", help="apply a trained policy to the target and save the edited weights")
     e.add_argument("--checkpoint", required=True, help="a run directory or its checkpoint folder")
@@ -109,7 +114,7 @@ def _parser() -> argparse.ArgumentParser:
     w.add_argument("spec", help="sweep spec YAML, e.g. tune_configs/unlearning_reward_coefs.yaml")
     w.add_argument("--out", help="output folder (default sweeps/<spec name>)")
     w.add_argument("--resume", action="store_true", help="continue an interrupted sweep in --out")
-    w.add_argument("--address", help="Ray cluster address (default: RAY_ADDRESS or a local Ray)")
+    w.add_argument("--address", help=ADDRESS_HELP)
 
     c = sub.add_parser("compare", help="RL edits and hand-designed baselines side by side (comparison.csv/md/png)")
     _add_run_flags(c)
@@ -152,16 +157,61 @@ def _overrides(args: argparse.Namespace) -> dict:
     return {dst: getattr(args, src) for src, dst in keys.items() if getattr(args, src, None) is not None}
 
 
+# What `train --resume` may change in a run's saved config: how long it trains and where it
+# samples. Anything else would no longer fit the checkpoint (its policy's shapes, its world).
+RESUME_OVERRIDES = ("training.iterations", "agent.num_env_runners")
+
+
 def cmd_train(args) -> int:
     from rledit_ray.config import load_config
     from rledit_ray.training import train
 
+    overrides = _overrides(args)
     if args.resume:
+        saved = _resume_config(args)
         args.config, args.out = Path(args.resume) / "config.yaml", args.resume
-    cfg = load_config(args.config, _overrides(args))
+    cfg = load_config(args.config, overrides)
+    if args.resume:
+        _check_resume_overrides(saved, cfg, overrides)
     out = args.out or Path("runs") / f"{cfg.task}-{cfg.dataset}-{cfg.world}-seed{cfg.seed}-{time.strftime('%Y%m%d-%H%M%S')}"
     train(cfg, out, address=args.address, resume=bool(args.resume))
     return 0
+
+
+def _resume_config(args):
+    """The saved config of the run `--resume` names, refused when there is nothing to resume."""
+    from rledit_ray.config import load_config
+
+    run = Path(args.resume)
+    if not run.is_dir():
+        raise UserError(f"--resume '{run}' does not exist" if not run.exists() else f"--resume '{run}' is a file, not a run")
+    if args.out and Path(args.out).resolve() != run.resolve():
+        raise UserError(f"--resume continues '{run}' in place: drop --out '{args.out}' (or train a new run there "
+                        f"without --resume)")
+    if args.config:
+        raise UserError("--resume reads the run's own config.yaml: drop --config")
+    if (run / "metrics.json").exists():
+        raise UserError(f"--resume '{run}': the run has finished (metrics.json): nothing to resume")
+    if not (run / "config.yaml").is_file():
+        raise UserError(f"--resume '{run}' is not an rledit run (no config.yaml)")
+    return load_config(run / "config.yaml")
+
+
+def _check_resume_overrides(saved, cfg, overrides: dict) -> None:
+    old, new = saved.model_dump(mode="json"), cfg.model_dump(mode="json")
+    for key in overrides:
+        if key in RESUME_OVERRIDES:
+            continue
+        before, after = _dotted(old, key), _dotted(new, key)
+        if before != after:
+            raise UserError(f"--resume cannot change {key} ({before} -> {after}): the checkpoint was trained with "
+                            f"{before}; start a new run (--out) for that; only --iterations and --env-runners may change")
+
+
+def _dotted(data: dict, key: str):
+    for part in key.split("."):
+        data = data.get(part) if isinstance(data, dict) else None
+    return data
 
 
 def cmd_edit(args) -> int:
@@ -237,11 +287,11 @@ def cmd_compare_requests(args) -> int:
 
 
 def cmd_summarize(args) -> int:
+    from rledit_ray.outputs import read_run_metrics
     from rledit_ray.report import summary_table
 
-    missing = [r for r in args.runs if not (Path(r) / "metrics.json").is_file()]
-    if len(missing) == len(args.runs):
-        raise UserError(f"no finished run (metrics.json) in {', '.join(args.runs)}")
+    for run in args.runs:  # every folder named must be a finished run: a typo is not dropped silently
+        read_run_metrics(run, "summarize:")
     print(summary_table([Path(r) for r in args.runs]))
     return 0
 
@@ -258,7 +308,7 @@ def main(argv: list[str] | None = None) -> int:
                 "sweep": cmd_sweep, "summarize": cmd_summarize, "compare": cmd_compare,
                 "compare-requests": cmd_compare_requests, "bench": cmd_bench}[args.command](args)
     except UserError as err:
-        print(f"rledit: error: {err}", file=sys.stderr)
+        print("rledit: error: " + " ".join(str(err).split()), file=sys.stderr)  # one line, whatever it quotes
         return 2
     except KeyboardInterrupt:
         print("rledit: interrupted", file=sys.stderr)

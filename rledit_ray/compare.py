@@ -20,7 +20,6 @@ import csv
 import io
 import json
 import math
-import re
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,14 +30,14 @@ import torch
 
 from rledit_ray.atomic import save_figure, write_json, write_text
 from rledit_ray.baselines import BaselineSettings, baselines_for, run_baseline
+from rledit_ray.compare_checks import RL_PATTERN, SETTINGS_FILE, check_arguments, check_reused_run, check_settings
 from rledit_ray.config import build_config, read_yaml_mapping, with_overrides
 from rledit_ray.errors import UserError
 from rledit_ray.evaluation import evaluate_bias, evaluate_unlearning, gap_to_retrain
 from rledit_ray.figures import tradeoff_figure
+from rledit_ray.outputs import COMPARISON, check_output, make_output
 from rledit_ray.progress import Progress
 from rledit_ray.worlds.layers import resolve_edit_layers
-
-RL_PATTERN = re.compile(r"^rl_(mask|shift)(?:_(\w+))?$")
 
 
 @dataclass(frozen=True)
@@ -161,6 +160,17 @@ def _harness(cfg) -> Harness:
                    f"{cfg.dataset}, forget {list(cfg.forget_classes)}")
 
 
+def _edit(method: str, seed: int, harness, base: dict, cfg, rl_iterations, rl_run, out: Path, progress):
+    """(the edited network, seconds, extra row fields) of one method and seed."""
+    if method == "original":
+        return harness.target, 0.0, {}
+    if RL_PATTERN.match(method):
+        return _rl_edit(base, method, seed, rl_iterations, harness.target, out, rl_run, progress)
+    model, seconds = run_baseline(method, harness.target, harness.data,
+                                  BaselineSettings(seed=seed, dataset=cfg.dataset), task=cfg.task)
+    return model, seconds, {}
+
+
 def run_compare(out: str | Path, task: str = "unlearning", dataset: str | None = None,
                 data_root: str | None = None, data_source: str | None = None,
                 forget_classes: list[int] | None = None, methods: list[str] | None = None,
@@ -170,10 +180,9 @@ def run_compare(out: str | Path, task: str = "unlearning", dataset: str | None =
     """Run every method for seeds first_seed..first_seed+seeds-1; returns the output folder.
     Several processes may share one folder with disjoint seeds (rows are per-seed files)."""
     spec = spec_of(task)
-    if seeds < 1:
-        raise UserError(f"--seeds must be >= 1 (got {seeds})")
     methods = check_methods(methods or list(spec.default_methods), task)
-    out = Path(out).resolve()
+    check_arguments(methods, seeds, first_seed, rl_iterations, rl_runs or {})
+    out = check_output(out, "--out", accept=(COMPARISON,))
     other = {r.get("task", "unlearning") for r in _read_rows(out)} - {task}
     if other:
         raise UserError(f"'{out}' holds a --task {other.pop()} comparison: choose another --out for --task {task}")
@@ -183,11 +192,16 @@ def run_compare(out: str | Path, task: str = "unlearning", dataset: str | None =
              "forget_classes": forget_classes}
     base = with_overrides(base, {**{k: v for k, v in flags.items() if v}, **(overrides or {})})
     cfg = build_config(base)
+    settings = {"task": task, "config": cfg.model_dump(mode="json"), "rl_iterations": rl_iterations}
+    check_settings(out, settings)
     harness = _harness(cfg)
     for m in methods:  # refuse bad layer names before hours of work, not after
         if RL_PATTERN.match(m):
             resolve_edit_layers(harness.target, rl_config(base, m, 0, rl_iterations).edit)
-    (out / "rows").mkdir(parents=True, exist_ok=True)
+    for (method, seed), run in (rl_runs or {}).items():
+        check_reused_run(run, method, rl_config(base, method, seed, rl_iterations), harness.target)
+    make_output(out / "rows", "--out")
+    write_json(out / SETTINGS_FILE, settings)
     progress(f"compare --task {task}: {harness.description}, methods {', '.join(methods)}, "
              f"seeds {first_seed}..{first_seed + seeds - 1} -> {out}")
     started = time.perf_counter()
@@ -199,15 +213,8 @@ def run_compare(out: str | Path, task: str = "unlearning", dataset: str | None =
             if path.is_file():
                 bar.update()
                 continue
-            if method == "original":
-                model, seconds, extra = harness.target, 0.0, {}
-            elif RL_PATTERN.match(method):
-                model, seconds, extra = _rl_edit(base, method, seed, rl_iterations, harness.target, out,
-                                                 (rl_runs or {}).get((method, seed)), progress)
-            else:
-                model, seconds = run_baseline(method, harness.target, harness.data,
-                                              BaselineSettings(seed=seed, dataset=cfg.dataset), task=task)
-                extra = {}
+            model, seconds, extra = _edit(method, seed, harness, base, cfg, rl_iterations,
+                                          (rl_runs or {}).get((method, seed)), out, progress)
             row = {"task": task, "method": method, "seed": seed, "time_s": seconds,
                    **harness.evaluate(model, seed), **extra}
             write_json(path, row)
@@ -228,14 +235,10 @@ def _rl_edit(base: dict, method: str, seed: int, iterations, target, out: Path, 
 
     cfg = rl_config(base, method, seed, iterations)
     run = Path(reuse) if reuse else out / "runs" / f"{method}-seed{seed}"
-    if not (run / "metrics.json").is_file():
-        if reuse:
-            raise UserError(f"--rl-run {method}:{seed}: '{run}' holds no finished run (metrics.json)")
-        train(cfg, run, progress=lambda line: progress(f"  [{method} seed {seed}] {line}"))
+    if not (run / "metrics.json").is_file():  # a reused run was checked up front (check_reused_run)
+        # This folder's own row, perhaps interrupted: trained again from scratch.
+        train(cfg, run, progress=lambda line: progress(f"  [{method} seed {seed}] {line}"), restart=True)
     metrics = json.loads((run / "metrics.json").read_text())
-    for key in ("task", "dataset", "forget_classes", "world"):
-        if key in metrics and metrics[key] != getattr(cfg, key):
-            raise UserError(f"run '{run}' has {key}={metrics[key]}, the comparison needs {getattr(cfg, key)}")
     model = copy.deepcopy(target)
     model.load_state_dict(load_file(str(run / "edited_weights.safetensors")))
     return model, float(metrics["wall_time_s"]), {"env_steps": metrics.get("env_steps"), "run_dir": str(run)}

@@ -25,6 +25,7 @@ from rledit_ray.baselines import BASELINES, BaselineSettings, run_baseline
 from rledit_ray.errors import UserError
 from rledit_ray.evaluation import evaluate_unlearning
 from rledit_ray.figures import tradeoff_figure
+from rledit_ray.outputs import REQUEST_COMPARISON, check_output, make_output
 from rledit_ray.progress import Progress
 
 GENERALIST = "rl_generalist"  # rows are named rl_generalist_<world>: a mask and a shift policy can share a table
@@ -44,14 +45,16 @@ def run_compare_requests(checkpoint: str, out: str | Path, classes: list[int] | 
     for name in baselines:
         if name not in BASELINES:
             raise UserError(f"unknown baseline '{name}': choose from {', '.join(BASELINES)}")
+    if not 0 <= seed <= 2**32 - 1:  # numpy and torch take unsigned 32-bit seeds
+        raise UserError(f"--seed must be in 0..{2**32 - 1} (got {seed})")
+    out = check_output(out, "--out", accept=(REQUEST_COMPARISON,))
     cfg, _, world, module = load_policy(checkpoint, forget_class=classes[0] if classes else None, serving=False)
     if cfg.generalist is None:
         raise UserError(f"'{checkpoint}' is not a generalist checkpoint (no generalist: section in its config)")
     classes = [world.requests.check(k) for k in (classes or cfg.generalist.heldout_classes)]
     torch.set_num_threads(1)  # tiny ops on shared cores: threads cost more than they give
     target = copy.deepcopy(world.model)  # still unedited: the baselines' starting point
-    out = Path(out).resolve()
-    (out / "rows").mkdir(parents=True, exist_ok=True)
+    make_output(out / "rows", "--out")
     ds = world.requests.ds
     policy = lambda obs: deterministic_action(module, obs)  # noqa: E731
     generalist = f"{GENERALIST}_{cfg.world}"

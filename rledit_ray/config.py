@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import copy
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -37,10 +37,18 @@ TASK_SECTION_DEFAULTS = {
     },
 }
 DEFAULT_STEP_SIZE = D.STEP_SIZE
+# Seeds go to numpy, torch and RLlib, which take unsigned 32-bit seeds at most.
+Seed = Annotated[int, Field(ge=0, le=2**32 - 1)]
+# Bounds on sizes that only a typo reaches: past them the policy network or the copies of
+# the target would not fit in memory (and torch or Ray would fail far from the cause).
+MAX_HIDDEN = 65536
+MAX_ENVS_PER_RUNNER = 1024
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+    # allow_inf_nan=False: a NaN or inf coefficient, rate or bound would reach the reward and
+    # the weights; every float setting must be a finite number.
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, allow_inf_nan=False)
 
 
 class RewardConfig(_Strict):
@@ -91,7 +99,7 @@ class GeneralistConfig(_Strict):
 class AgentConfig(_Strict):
     A = D.AGENT
     num_env_runners: int = Field(A["num_env_runners"], ge=0)
-    num_envs_per_env_runner: int = Field(A["num_envs_per_env_runner"], ge=1)
+    num_envs_per_env_runner: int = Field(A["num_envs_per_env_runner"], ge=1, le=MAX_ENVS_PER_RUNNER)
     # "batched": an EnvRunner's sub-envs are one WorldBatch (one stacked forward pass per
     # step where the edit allows it); "sync": gymnasium's SyncVectorEnv, one world at a time.
     vectorize: Literal["batched", "sync"] = A["vectorize"]
@@ -108,7 +116,7 @@ class AgentConfig(_Strict):
     train_batch_size: int = Field(A["train_batch_size"], ge=1)
     minibatch_size: int = Field(A["minibatch_size"], ge=1)
     num_epochs: int = Field(A["num_epochs"], ge=1)
-    hidden: list[int] = list(A["hidden"])
+    hidden: list[Annotated[int, Field(ge=1, le=MAX_HIDDEN)]] = list(A["hidden"])
     initial_log_std: float = A["initial_log_std"]
     del A
 
@@ -158,7 +166,7 @@ class RunConfig(_Strict):
     data_columns: dict[str, Any] = {}
     forget_classes: list[int] = [7]
     target: TargetConfig = TargetConfig()
-    target_seed: int = 0
+    target_seed: Seed = 0
     world: str = "mask"
     edit: list[str] = ["fc2.weight", "fc2.bias"]
     rank: int = D.RANK
@@ -171,7 +179,7 @@ class RunConfig(_Strict):
     samples: SamplesConfig = SamplesConfig()
     bias: BiasConfig = BiasConfig()
     obs_budget: int = D.OBS_BUDGET
-    seed: int = 0
+    seed: Seed = 0
     device: str = "auto"
     # Intra-op threads per env process. An env step is many tiny tensor ops, where thread
     # hand-offs cost more than they save (measured: 1900 vs 75 steps/s on 2 busy cores);
@@ -267,7 +275,7 @@ def _one_line(err: ValidationError, where: str) -> UserError:
     first = err.errors()[0]
     field = ".".join(str(p) for p in first["loc"]) or "(top level)"
     msg = "unknown field" if first["type"] == "extra_forbidden" else first["msg"]
-    return UserError(f"{where}: {field}: {msg}")
+    return UserError(" ".join(f"{where}: {field}: {msg}".split()))  # a key may hold a newline
 
 
 def build_config(data: dict | None = None, where: str = "config") -> RunConfig:
@@ -280,9 +288,11 @@ def build_config(data: dict | None = None, where: str = "config") -> RunConfig:
 def read_yaml_mapping(path: str | Path, what: str = "config file") -> dict:
     path = Path(path)
     if not path.is_file():
-        raise UserError(f"{what} '{path}' does not exist")
+        raise UserError(f"{what} '{path}' does not exist" if not path.exists() else f"{what} '{path}' is a folder, not a file")
     try:
-        data = yaml.safe_load(path.read_text()) or {}
+        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except UnicodeDecodeError:
+        raise UserError(f"{what} '{path}' is not UTF-8 text: save it as UTF-8 (YAML files are read as UTF-8)") from None
     except yaml.YAMLError as err:
         raise UserError(f"{what} '{path}' is not valid YAML: {str(err).splitlines()[0]}") from None
     if not isinstance(data, dict):

@@ -1,6 +1,7 @@
 """Use a trained policy or saved weights without training: `rledit edit` and `rledit eval`."""
 from __future__ import annotations
 
+import pickle
 import time
 from pathlib import Path
 
@@ -9,8 +10,9 @@ import numpy as np
 from rledit_ray.atomic import save_weights, write_json
 from rledit_ray.build import build_world
 from rledit_ray.config import RunConfig, load_config
-from rledit_ray.errors import UserError
+from rledit_ray.errors import UserError, one_line
 from rledit_ray.model_card import write_model_card
+from rledit_ray.outputs import check_output, make_output
 from rledit_ray.targets import full_model_predict, full_model_scores
 from rledit_ray.worlds.rollout import run_episode
 
@@ -32,11 +34,26 @@ def find_checkpoint(path: str | Path) -> tuple[Path, Path]:
     return ckpt, config
 
 
+# What reading a damaged or partial checkpoint raises: torch and RLlib read pickles, JSON and
+# msgpack files, and a missing file surfaces as FileNotFoundError or as RLlib's ValueError.
+CHECKPOINT_ERRORS = (OSError, EOFError, pickle.UnpicklingError, ValueError, KeyError, AttributeError,
+                     ImportError, RuntimeError)
+
+
+def load_checkpoint_module(ckpt: Path):
+    """The policy saved in checkpoint folder `ckpt`; a damaged or partial one is one line."""
+    from rledit_ray.agent import load_module
+
+    try:
+        return load_module(str(ckpt))
+    except CHECKPOINT_ERRORS as err:
+        raise UserError(f"checkpoint '{ckpt}' cannot be loaded ({type(err).__name__}: {one_line(err, 120)}): it is "
+                        f"damaged or partial; train the run again") from None
+
+
 def load_policy(checkpoint: str | Path, forget_class: int | None = None, serving: bool = True):
     """(config, checkpoint dir, world, module); the request is checked before the module loads.
     `serving`: a generalist needs its request named."""
-    from rledit_ray.agent import load_module
-
     ckpt, config_path = find_checkpoint(checkpoint)
     cfg = load_config(config_path)
     if forget_class is not None and cfg.generalist is None:
@@ -47,14 +64,21 @@ def load_policy(checkpoint: str | Path, forget_class: int | None = None, serving
     world = build_world(cfg)
     if forget_class is not None:
         world.requests.check(forget_class)
-    return cfg, ckpt, world, load_module(str(ckpt))
+    return cfg, ckpt, world, load_checkpoint_module(ckpt)
 
 
 def apply_checkpoint(checkpoint: str | Path, out: str | Path, forget_class: int | None = None,
                      repeat: int = 1) -> dict:
     """Apply the trained policy deterministically to the target; save weights + metrics.
-    A generalist checkpoint serves the request `forget_class` (any class of the label set)."""
-    if forget_class is not None or load_config(find_checkpoint(checkpoint)[1]).generalist is not None:
+    A generalist checkpoint serves the request `forget_class` (any class of the label set).
+    `out` must be a new or empty folder: an edit never replaces a run's or an earlier edit's files."""
+    if repeat < 1:
+        raise UserError(f"--repeat must be >= 1 (got {repeat})")
+    generalist = load_config(find_checkpoint(checkpoint)[1]).generalist is not None
+    if repeat > 1 and forget_class is None and not generalist:
+        raise UserError("--repeat times serving a request: it needs a generalist checkpoint and --forget-class")
+    out = check_output(out, "--out")
+    if forget_class is not None or generalist:
         return serve_request(checkpoint, out, forget_class, repeat)
     from rledit_ray.agent import deterministic_action
 
@@ -65,8 +89,7 @@ def apply_checkpoint(checkpoint: str | Path, out: str | Path, forget_class: int 
     terms = run_episode(world, lambda obs: deterministic_action(module, obs))
     seconds = time.perf_counter() - started
     after = world.task_metrics()
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
+    out = make_output(out, "--out")
     save_weights(world.model, out / "edited_weights.safetensors",
                  {"checkpoint": str(Path(ckpt).resolve()), "world": cfg.world, "edit": cfg.edit})
     result = {"task": cfg.task, "world": cfg.world, "seed": cfg.seed, "before": before, "after": after,
@@ -86,6 +109,7 @@ def serve_request(checkpoint: str | Path, out: str | Path, forget_class: int | N
 
     if repeat < 1:
         raise UserError(f"--repeat must be >= 1 (got {repeat})")
+    out = check_output(out, "--out")
     started = time.perf_counter()
     cfg, ckpt, world, module = load_policy(checkpoint, forget_class)
     load_seconds = time.perf_counter() - started
@@ -96,8 +120,7 @@ def serve_request(checkpoint: str | Path, out: str | Path, forget_class: int | N
         terms, seconds = serve(world, lambda obs: deterministic_action(module, obs), forget_class)
         timings.append(seconds)
     after = world.task_metrics(pools=("validation", "test"))
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
+    out = make_output(out, "--out")
     save_weights(world.model, out / "edited_weights.safetensors",
                  {"checkpoint": str(Path(ckpt).resolve()), "world": cfg.world, "edit": cfg.edit,
                   "forget_class": forget_class})

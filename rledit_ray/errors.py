@@ -46,7 +46,10 @@ def _library_errors() -> tuple[type[BaseException], ...]:
 
 
 def one_line(error: BaseException, limit: int = 200) -> str:
+    """The error's text on one line of printable characters (a quoted binary file's bytes would
+    otherwise reach the terminal), cut at `limit`."""
     text = " ".join(str(error).split()) or type(error).__name__
+    text = "".join(c if c.isprintable() else "?" for c in text)
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
@@ -67,6 +70,8 @@ def user_file_errors(subject: str, also: tuple[type[BaseException], ...] = ()):
         reason = next(text for cls, text in _REASONS if isinstance(error, cls))
         raise UserError(f"cannot read {subject}: {reason}") from None
     except _library_errors() + tuple(also) as error:
-        if type(error).__name__ == "EmptyDataError":
+        cause = error.__cause__ or error.__context__  # datasets wraps the reader's own error
+        if "EmptyDataError" in (type(error).__name__, type(cause).__name__):
             raise UserError(f"{subject} is empty") from None
-        raise UserError(f"cannot read {subject}: {one_line(error)}") from None
+        reason = one_line(error) + (f" ({type(cause).__name__}: {one_line(cause, 120)})" if cause else "")
+        raise UserError(f"cannot read {subject}: {reason}") from None

@@ -32,112 +32,14 @@ import os
 import shutil
 import tempfile
 from pathlib import Path
-from typing import Any, Literal
-
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from rledit_ray.atomic import save_figure, write_json, write_text
-from rledit_ray.config import absolute_paths, build_config, read_yaml_mapping, with_overrides
+from rledit_ray.config import build_config, with_overrides
 from rledit_ray.errors import UserError
+from rledit_ray.outputs import SWEEP, check_output, make_output
+from rledit_ray.sweep_spec import SweepSpec, load_spec  # noqa: F401 (load_spec: the spec's public door)
 
 SCORE = "selection_score"  # reported by training.train on every evaluated iteration
-
-
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-
-class Domain(_Strict):
-    """Exactly one of these per swept field."""
-
-    grid: list[Any] | None = None
-    choice: list[Any] | None = None
-    uniform: tuple[float, float] | None = None
-    loguniform: tuple[float, float] | None = None
-    randint: tuple[int, int] | None = None
-
-    @model_validator(mode="after")
-    def _one_kind(self):
-        kinds = [k for k, v in self.model_dump().items() if v is not None]
-        if len(kinds) != 1:
-            raise ValueError("give exactly one of grid, choice, uniform, loguniform, randint")
-        values = getattr(self, kinds[0])
-        if kinds[0] in ("grid", "choice") and not values:
-            raise ValueError(f"{kinds[0]} is empty")
-        return self
-
-    @property
-    def kind(self) -> str:
-        return next(k for k, v in self.model_dump().items() if v is not None)
-
-    def example(self):
-        """A value from the domain, to check the field accepts it before any trial."""
-        v = getattr(self, self.kind)
-        return v[0] if self.kind in ("grid", "choice") else (int(v[0]) if self.kind == "randint" else float(v[0]))
-
-    def to_tune(self):
-        from ray import tune
-
-        v = getattr(self, self.kind)
-        return {"grid": lambda: tune.grid_search(list(v)), "choice": lambda: tune.choice(list(v)),
-                "uniform": lambda: tune.uniform(*v), "loguniform": lambda: tune.loguniform(*v),
-                "randint": lambda: tune.randint(*v)}[self.kind]()
-
-
-class Scheduler(_Strict):
-    name: Literal["none", "asha"] = "none"
-    grace_period: int = Field(5, ge=1, description="ASHA: iterations before a trial can be stopped")
-    reduction_factor: float = Field(3.0, gt=1)
-
-
-class Resources(_Strict):
-    cpu: float = Field(1.0, gt=0)
-    gpu: float = Field(0.0, ge=0)
-
-
-class SweepSpec(_Strict):
-    name: str = "sweep"
-    base: dict = {}
-    base_config: str | None = None  # a run YAML, relative to the spec file; `base` overrides it
-    search_space: dict[str, Domain]
-    num_samples: int = Field(1, ge=1)
-    scheduler: Scheduler = Scheduler()
-    max_concurrent_trials: int = Field(2, ge=1)
-    resources: Resources = Resources()
-
-
-def load_spec(path: str | Path) -> tuple[SweepSpec, dict]:
-    """The spec and its resolved base config; every check happens here, before any trial."""
-    path = Path(path)
-    raw = read_yaml_mapping(path, what="sweep spec")
-    if isinstance(raw.get("scheduler"), str):
-        raw["scheduler"] = {"name": raw["scheduler"]}
-    try:
-        spec = SweepSpec.model_validate(raw)
-    except ValidationError as err:
-        first = err.errors()[0]
-        field = ".".join(str(p) for p in first["loc"]) or "(top level)"
-        msg = "unknown field" if first["type"] == "extra_forbidden" else first["msg"]
-        raise UserError(f"{path}: {field}: {msg}") from None
-    if not spec.search_space:
-        raise UserError(f"{path}: search_space is empty: name at least one field to sweep")
-    base = read_yaml_mapping(path.parent / spec.base_config, "base config") if spec.base_config else {}
-    base = with_overrides(base, _flatten(spec.base))
-    base = absolute_paths(base, path.parent)  # Tune runs trials in their own folders
-    build_config(base, where=f"{path}: base")
-    for key, domain in spec.search_space.items():
-        build_config(with_overrides(base, {key: domain.example()}), where=f"{path}: search_space")
-    return spec, base
-
-
-def _flatten(d: dict, prefix: str = "") -> dict:
-    out = {}
-    for k, v in d.items():
-        if isinstance(v, dict) and v:
-            out.update(_flatten(v, f"{prefix}{k}."))
-        else:
-            out[f"{prefix}{k}"] = v
-    return out
 
 
 # ---------------------------------------------------------------------------- the trial
@@ -195,13 +97,25 @@ def _trainable(spec: SweepSpec, base: dict, inputs, sink):
     return tune.with_resources(shared, tune.PlacementGroupFactory(bundles))
 
 
+def check_trial_fits(spec: SweepSpec, base: dict, address: str | None) -> None:
+    """Refuse a trial bigger than the cluster: Tune would wait for it forever."""
+    from rledit_ray.connect import check_resources
+
+    agent = build_config(base).agent
+    cpus = spec.resources.cpu + agent.num_env_runners
+    gpus = spec.resources.gpu + agent.num_env_runners * agent.num_gpus_per_env_runner
+    check_resources(cpus, gpus, f"one trial (resources: cpu {spec.resources.cpu:g}, gpu {spec.resources.gpu:g}, "
+                                f"plus 1 CPU per each of its {agent.num_env_runners} EnvRunners) would", address)
+
+
 def run_sweep(spec_path: str | Path, out: str | Path, resume: bool = False, address: str | None = None) -> Path:
     from ray import tune
 
     from rledit_ray.training import ensure_ray
 
     spec, base = load_spec(spec_path)
-    out = Path(out).resolve()
+    # A new sweep needs a new or empty --out (its summary files would replace another's).
+    out = check_output(out, "--out", accept=(SWEEP,) if resume else ())
     experiment = out / spec.name
     if resume and not experiment.exists():
         raise UserError(f"nothing to resume: '{experiment}' does not exist")
@@ -210,7 +124,9 @@ def run_sweep(spec_path: str | Path, out: str | Path, resume: bool = False, addr
     # Save the experiment state often, so a killed driver loses at most seconds of
     # bookkeeping and `--resume` never redoes a trial that had finished.
     os.environ.setdefault("TUNE_GLOBAL_CHECKPOINT_S", "2")
+    check_trial_fits(spec, base, address)
     ensure_ray(address)
+    make_output(out, "--out")
     from rledit_ray.artifacts import sink_on_this_node
 
     trainable = _trainable(spec, base, shared_inputs(spec, base), sink_on_this_node(experiment))

@@ -15,15 +15,16 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import time
 from pathlib import Path
 
 from rledit_ray.atomic import replace_folder, save_weights, write_json, write_yaml
 from rledit_ray.build import PARTS_KEY, build_env, build_world, ship_parts
 from rledit_ray.config import RunConfig
+from rledit_ray.connect import agent_resources, check_address, check_resources, ensure_ray
 from rledit_ray.errors import UserError
 from rledit_ray.model_card import reproduce_command, write_model_card
+from rledit_ray.outputs import UNFINISHED_RUN, check_output, folder_kind, make_output
 from rledit_ray.progress import Progress
 from rledit_ray.report import write_curves, write_report
 from rledit_ray.run_figures import forgotten_classes, write_run_figures
@@ -35,33 +36,37 @@ log = logging.getLogger(__name__)
 RESUME_STATE = "rledit_state.json"
 
 
-def check_run_dir(out: str | Path) -> Path:
-    """The run directory `out` may become, refused while nothing is written yet."""
-    out = Path(out).resolve()
-    if out.exists() and not out.is_dir():
-        raise UserError(f"--out '{out}' is a file: choose a folder for the run")
-    if (out / "metrics.json").exists():
-        raise UserError(f"'{out}' already holds a finished run: choose another --out")
+def check_run_dir(out: str | Path, resume: bool = False, restart: bool = False) -> Path:
+    """The run directory `out` may become, refused while nothing is written yet: a finished
+    run is never written into, an unfinished one only to resume it (`resume`) or, for a
+    caller that owns it, to train it again from scratch (`restart`: compare's own rows)."""
+    accept = (UNFINISHED_RUN,) if resume or restart else ()
+    out = check_output(out, "--out", accept=accept)
+    if resume and folder_kind(out) != UNFINISHED_RUN:
+        raise UserError(f"nothing to resume in '{out}': it holds no unfinished run")
     return out
 
 
-def prepare_run_dir(out: str | Path) -> Path:
-    out = check_run_dir(out)
-    out.mkdir(parents=True, exist_ok=True)
-    return out
+def prepare_run_dir(out: str | Path, resume: bool = False, restart: bool = False) -> Path:
+    return make_output(check_run_dir(out, resume, restart), "--out")
 
 
-def ensure_ray(address: str | None = None) -> None:
-    import ray
+def check_resumable(out: str | Path) -> None:
+    """Refuse to resume a run whose checkpoint is missing, damaged or partial, before any work."""
+    from rledit_ray.editing import load_checkpoint_module
 
-    if ray.is_initialized():
-        return
-    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
-    if address or os.environ.get("RAY_ADDRESS"):
-        ray.init(address=address, log_to_driver=False)  # a cluster, e.g. under `ray job submit`
-    else:
-        ray.init(include_dashboard=False, log_to_driver=False,
-                 object_store_memory=300 * 2**20, _node_ip_address="127.0.0.2")
+    ckpt = Path(out).resolve() / "checkpoint"
+    if not (ckpt / RESUME_STATE).is_file():
+        raise UserError(f"nothing to resume: no checkpoint with {RESUME_STATE} in '{ckpt.parent}' (the run stopped "
+                        f"before its first evaluation): start it again with a new --out")
+    try:  # what _restore reads; JSONDecodeError and UnicodeDecodeError are ValueErrors
+        state = json.loads((ckpt / RESUME_STATE).read_text(encoding="utf-8"))
+        readable = int(state["env_steps"]) >= 0 and "iteration" in state["best"] and "iteration" in state["history"][-1]
+    except (ValueError, KeyError, IndexError, TypeError):
+        readable = False
+    if not readable:
+        raise UserError(f"cannot resume '{ckpt.parent}': '{ckpt / RESUME_STATE}' is damaged")
+    load_checkpoint_module(ckpt)
 
 
 def build_algo(cfg: RunConfig, world, strategy=None):
@@ -77,24 +82,31 @@ def build_algo(cfg: RunConfig, world, strategy=None):
 
 
 def train(cfg: RunConfig, out: str | Path, progress=print, address: str | None = None,
-          resume: bool = False, on_iteration=None, parts=None) -> dict:
+          resume: bool = False, on_iteration=None, parts=None, restart: bool = False) -> dict:
     """`resume`: continue an unfinished run in `out` from its checkpoint (the best so far,
-    with the history up to it; the iterations after it are trained again).
+    with the history up to it; the iterations after it are trained again). `restart`: train
+    an unfinished run in `out` again from scratch (a caller's own run, as compare's rows).
     `on_iteration(row)` sees each iteration's row (Tune trials report it).
     `parts`: the run's target and task when the caller built them (the Python API and Tune
     trials do)."""
     started = time.perf_counter()
-    check_run_dir(out)
-    # Data, target, layers and classes are checked (by building the world) before anything is written.
+    # Everything is checked before the first file is written: the output folder, the cluster
+    # address, the checkpoint to resume, then (by building the world) data, target, layers and
+    # classes, then the resources against the cluster and the agent's settings (by building it).
+    check_run_dir(out, resume, restart)
+    check_address(address)
+    if resume:
+        check_resumable(out)
     world = build_world(cfg, parts)
     strategy = strategy_for(cfg, world)
-    run_dir = prepare_run_dir(out)
-    write_yaml(run_dir / "config.yaml", cfg.model_dump(mode="json"))
-    before, rand = strategy.before(progress)
-
+    check_resources(*agent_resources(cfg.agent, address), "the agent's EnvRunners and learners (--env-runners, "
+                    "agent:)", address)
     ensure_ray(address)
     algo = build_algo(cfg, world, strategy)
     try:
+        run_dir = prepare_run_dir(out, resume, restart)
+        write_yaml(run_dir / "config.yaml", cfg.model_dump(mode="json"))
+        before, rand = strategy.before(progress)
         history, best, env_steps = _iterate(algo, cfg, strategy, run_dir, progress, resume, on_iteration)
     finally:
         algo.stop()

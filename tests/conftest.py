@@ -20,8 +20,8 @@ def ray_local():
     """One small local Ray for every test that needs a cluster."""
     import ray
 
-    if not ray.is_initialized():
-        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False,
+    if not ray.is_initialized():  # address="local": never a `ray start` cluster of this machine (connect.py)
+        ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False,
                  object_store_memory=200 * 2**20, _node_ip_address="127.0.0.2")
     yield ray
     ray.shutdown()
@@ -166,3 +166,140 @@ def write_images():
         return written
 
     return write
+
+
+# ----------------------------------------------------------------------------- finished runs
+# The smallest runs that are still real `rledit train` runs: one PPO iteration each.
+TINY_RUN = {**FAST_DIGITS, "agent": {"train_batch_size": 100, "minibatch_size": 50, "num_epochs": 1},
+            "training": {"iterations": 1}}
+TINY_GENERALIST = {**FAST_GENERALIST, "agent": {"train_batch_size": 100, "minibatch_size": 50, "num_epochs": 1}}
+
+
+@pytest.fixture(scope="session")
+def finished_runs(tmp_path_factory, ray_local):
+    """Runs trained once per session (~30 s) for tests that need one: `run` (digits, forget 3),
+    `gen` (a generalist) and copies of `run` as a user may find them: `interrupted` (killed
+    before metrics.json), `damaged` (a checkpoint file overwritten) and `partial` (a checkpoint
+    folder missing). Tests must leave them as they are (test_bad_inputs.py checks it)."""
+    import shutil
+    from types import SimpleNamespace
+
+    from rledit_ray.config import build_config
+    from rledit_ray.training import train
+
+    root = tmp_path_factory.mktemp("finished")
+    for name, cfg in (("run", TINY_RUN), ("gen", TINY_GENERALIST)):
+        train(build_config(cfg), root / name, progress=lambda line: None)
+    for name in ("interrupted", "damaged", "partial"):
+        shutil.copytree(root / "run", root / name)
+    (root / "interrupted" / "metrics.json").unlink()
+    module_state = max((root / "damaged" / "checkpoint").rglob("module_state.pkl"), key=lambda p: len(p.parts))
+    module_state.write_bytes(b"\x80\x04 not a pickle any more")
+    shutil.rmtree(root / "partial" / "checkpoint" / "learner_group")
+    return SimpleNamespace(root=root, **{n: root / n for n in ("run", "gen", "interrupted", "damaged", "partial")})
+
+
+# ----------------------------------------------------------------------------- refusals
+def tree_digest(root) -> dict:
+    """{relative path: sha256} of every file below `root`: equal before and after a refused
+    command means nothing was written, replaced or deleted there."""
+    import hashlib
+    from pathlib import Path
+
+    root = Path(root)
+    return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+def refused(capsys, argv, expected: str) -> str:
+    """Run the CLI in this process; assert what a user must see for a mistake: exit status 2,
+    exactly one line on stderr (naming `expected`), no traceback. Returns the line."""
+    from rledit_ray.cli import main
+
+    rc = main([str(a) for a in argv])
+    captured = capsys.readouterr()
+    lines = [line for line in captured.err.splitlines() if line.strip()]
+    assert rc == 2, captured
+    assert "Traceback" not in captured.err and len(lines) == 1, captured.err
+    assert lines[0].startswith("rledit: error: ") and expected in lines[0], lines[0]
+    return lines[0]
+
+
+@pytest.fixture(scope="session")
+def bad_places(tmp_path_factory, finished_runs):
+    """Damaged and misleading user files, written once: YAML that is not UTF-8, truncated or
+    fake weights, idx/gzip/npz/CSV files that are broken in the ways downloads and editors
+    break them, a file where a folder is expected, unfinished runs whose checkpoints cannot be
+    resumed, and a finished comparison (`rledit compare --methods original`)."""
+    import gzip
+    import shutil
+    from types import SimpleNamespace
+
+    import numpy as np
+
+    from rledit_ray.cli import main
+
+    root = tmp_path_factory.mktemp("bad")
+    good_weights = (finished_runs.run / "edited_weights.safetensors").read_bytes()
+    files = {
+        "latin1.yaml": "seed: 1  # café\n".encode("latin-1"), "binary.yaml": b"\x00\xff\xfe\x89PNG\r\n",
+        "list.yaml": b"- 1\n- 2\n", "broken.yaml": b"seed: [1, 2\n", "unknown.yaml": b"sede: 1\n",
+        "badtype.yaml": b"samples: {per_set: many}\n",
+        "corrupt.safetensors": b"\x10\x00\x00\x00\x00\x00\x00\x00{not json at all}",
+        "truncated.safetensors": good_weights[:300], "empty.safetensors": b"",
+        "body_cut.safetensors": good_weights[:8 + int.from_bytes(good_weights[:8], "little") + 100],
+        "huge_header.safetensors": (10**15).to_bytes(8, "little") + b"{}",
+        "garbage.pt": bytes(range(256)) * 2, "empty.pt": b"", "file": b"not a folder",
+        "empty.csv": b"", "binary.csv": b"\x00\x01\x02" * 500, "header_only.csv": b"comment_text,target,male\n",
+        "notzip.npz": b"PK\x03\x04garbage", "array.npz": b"\x93NUMPY\x01\x00garbage",
+        "bad.parquet": b"PAR1garbagegarbage", "bad.arrow": b"garbage arrow", "bad.jsonl": b'{"a": 1,\n',
+    }
+    for name, data in files.items():
+        (root / name).write_bytes(data)
+
+    def idx_folder(name: str, damage) -> None:
+        """The four idx files of a tiny set (as `write_idx` writes them), one then broken by `damage`."""
+        folder = root / name
+        folder.mkdir()
+        for file, a in (("train-images-idx3-ubyte", np.zeros((20, 8, 8))), ("train-labels-idx1-ubyte", np.arange(20) % 10),
+                        ("t10k-images-idx3-ubyte", np.zeros((10, 8, 8))), ("t10k-labels-idx1-ubyte", np.arange(10) % 10)):
+            header = bytes([0, 0, 8, a.ndim]) + b"".join(int(d).to_bytes(4, "big") for d in a.shape)
+            (folder / file).write_bytes(header + a.astype(np.uint8).tobytes())
+        damage(folder / "train-images-idx3-ubyte")
+
+    def cut(n):
+        return lambda f: f.write_bytes(f.read_bytes()[:n])
+
+    idx_folder("idx_header", cut(6))  # the shape's bytes cut off
+    idx_folder("idx_body", cut(100))  # images missing
+    idx_folder("idx_notgz", lambda f: f.rename(f.with_name(f.name + ".gz")))  # named .gz, never compressed
+    idx_folder("idx_gzcut", lambda f: (f.with_name(f.name + ".gz").write_bytes(gzip.compress(f.read_bytes())[:-10]),
+                                       f.unlink()))  # a download cut short
+    (root / "images" / "a").mkdir(parents=True)
+    (root / "images" / "b").mkdir()
+    (root / "images" / "a" / "0.png").write_bytes(b"\x89PNG\r\n\x1a\n truncated")
+    (root / "images" / "b" / "0.png").write_bytes(b"not an image")
+
+    for name in ("resume_damaged", "resume_partial", "resume_state", "resume_early"):
+        shutil.copytree(finished_runs.interrupted, root / name)
+    shutil.copytree(finished_runs.damaged / "checkpoint", root / "resume_damaged" / "checkpoint", dirs_exist_ok=True)
+    shutil.rmtree(root / "resume_partial" / "checkpoint" / "learner_group")
+    (root / "resume_state" / "checkpoint" / "rledit_state.json").write_text("{not json")
+    shutil.rmtree(root / "resume_early" / "checkpoint")
+
+    assert main(["compare", "--dataset", "digits", "--forget-class", "3", "--methods", "original", "--seeds", "1",
+                 "--out", str(root / "comparison")]) == 0
+    return SimpleNamespace(root=root, **{p.name.replace(".", "_"): p for p in root.iterdir()})
+
+
+@pytest.fixture
+def places(finished_runs, bad_places, tmp_path, ray_local):
+    """Every place a bad-input case names: the shared runs (finished_runs), the bad files
+    (bad_places, as .bad), a fresh folder (.tmp) and a path in it that must stay absent (.new).
+    After the test, every file of the shared runs and bad files is byte-identical."""
+    from types import SimpleNamespace
+
+    roots = (finished_runs.root, bad_places.root)
+    before = [tree_digest(root) for root in roots]
+    yield SimpleNamespace(**vars(finished_runs), bad=bad_places, tmp=tmp_path, new=tmp_path / "new")
+    assert [tree_digest(root) for root in roots] == before, "a refused command changed a file it must not touch"

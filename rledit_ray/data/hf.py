@@ -58,15 +58,19 @@ def open_hf(path_or_name: str, allow_hub: bool = False) -> tuple[dict, str]:
 
 @contextmanager
 def _errors_unlogged():
-    """datasets logs some failures before raising them; raised, they become our one line."""
+    """datasets logs some failures before raising them, and draws progress bars on stderr
+    ("Generating train split") even for a file it then refuses; raised, they become our one line."""
     import datasets
 
-    before = datasets.logging.get_verbosity()
+    before, bars = datasets.logging.get_verbosity(), not datasets.are_progress_bars_disabled()
     datasets.logging.set_verbosity(datasets.logging.CRITICAL)
+    datasets.disable_progress_bars()
     try:
         yield
     finally:
         datasets.logging.set_verbosity(before)
+        if bars:
+            datasets.enable_progress_bars()
 
 
 def _data_files(path: Path) -> tuple[str, dict[str, list[str]]]:
@@ -78,6 +82,9 @@ def _data_files(path: Path) -> tuple[str, dict[str, list[str]]]:
     if not files:
         raise UserError(f"no {'/'.join(HF_FILE_SUFFIXES)} files in '{path}'")
     builders = {"json" if f.suffix.lower() == ".jsonl" else f.suffix.lower()[1:] for f in files}
+    for f in files:  # a text format holding NULs is a binary file misnamed (datasets would read it as columns)
+        if f.suffix.lower() in (".csv", ".json", ".jsonl") and b"\0" in f.read_bytes()[: 1 << 16]:
+            raise UserError(f"'{f}' is binary, not {f.suffix[1:]} text: give the file in its own format")
     if len(builders) > 1:
         raise UserError(f"'{path}' mixes {', '.join(sorted(builders))} files: keep one format")
     named = {f: m[1] if (m := _SPLIT_NAME.match(f.name.lower())) else None for f in files}

@@ -82,10 +82,12 @@ def _read_csv(path: Path):
 
     if not path.is_file():
         raise UserError(f"missing data file '{path}'")
-    try:
-        return pd.read_csv(path)
-    except UnicodeDecodeError:  # the jews file is latin-1; every other file is utf-8
-        return pd.read_csv(path, encoding="latin-1")
+    # A --data-root of the user's RedditBias copy may hold damaged files: one line naming the file.
+    with user_file_errors(f"RedditBias file '{path}'", also=(ValueError,)):
+        try:
+            return pd.read_csv(path)
+        except UnicodeDecodeError:  # the jews file is latin-1; every other file is utf-8
+            return pd.read_csv(path, encoding="latin-1")
 
 
 def load_redditbias(root: str | Path | None = None) -> TextDataset:
@@ -96,6 +98,7 @@ def load_redditbias(root: str | Path | None = None) -> TextDataset:
     groups = tuple(REDDITBIAS_FILES)
     for g, (folder, annotated, contrast) in enumerate(REDDITBIAS_FILES.values()):
         table = _read_csv(root / folder / annotated)
+        _require_columns(table.columns, ["bias_sent", "comment"], f"RedditBias file '{root / folder / annotated}'")
         # bias_sent also holds notes ("question", "re-state", 2, NaN): keep clean 0/1 labels.
         label = pd.to_numeric(table["bias_sent"], errors="coerce")
         keep = label.isin([0, 1]) & table["comment"].notna()
@@ -103,6 +106,7 @@ def load_redditbias(root: str | Path | None = None) -> TextDataset:
         labels.append(label[keep].to_numpy(np.int64))
         group_ids += [g] * int(keep.sum())
         swapped = _read_csv(root / folder / contrast)
+        _require_columns(swapped.columns, ["comments", "comments_processed"], f"RedditBias file '{root / folder / contrast}'")
         pairs += [(str(a), str(b), g) for a, b in zip(swapped["comments"], swapped["comments_processed"])
                   if isinstance(a, str) and isinstance(b, str) and a != b]
     membership = np.zeros((len(texts), len(groups)), bool)
@@ -114,18 +118,14 @@ def load_redditbias(root: str | Path | None = None) -> TextDataset:
 # ----------------------------------------------------------------------------- Jigsaw
 def load_jigsaw(path: str | Path | None, identities: tuple[str, ...] = JIGSAW_IDENTITIES) -> TextDataset:
     """A Jigsaw Unintended Bias CSV (train.csv or the public test with labels)."""
-    import pandas as pd
-
     if not path:
         raise UserError("dataset 'jigsaw' needs its CSV: pass --data-root FILE.csv (Kaggle schema)")
     path = Path(path)
     if not path.is_file():
         raise UserError(f"Jigsaw CSV '{path}' does not exist")
-    header = pd.read_csv(path, nrows=0).columns
-    for column in ("comment_text", "target", *identities):
-        if column not in header:
-            raise UserError(f"Jigsaw CSV '{path}' lacks column '{column}'")
-    table = pd.read_csv(path, usecols=["comment_text", "target", *identities])
+    wanted = ["comment_text", "target", *identities]
+    # The same reader as any user table: an empty, binary or latin-1 file is one line.
+    table = _read_text_csv(path, wanted, f"'{path}'", missing=f"Jigsaw CSV '{path}' lacks column " + "'{column}'")
     table = table[table["comment_text"].notna() & table["target"].notna()]
     # Rows without identity annotation (NaN) belong to the background only.
     membership = (table[list(identities)].fillna(0.0).to_numpy(float) >= JIGSAW_THRESHOLD)
@@ -241,7 +241,8 @@ def _table_format(path: Path) -> str:
     return "csv"
 
 
-def _read_text_csv(path: Path, wanted: list[str], where: str):
+def _read_text_csv(path: Path, wanted: list[str], where: str, missing: str | None = None):
+    """The `wanted` columns of a CSV; `missing` words the error for an absent column."""
     import pandas as pd
 
     with path.open("rb") as f:
@@ -253,7 +254,7 @@ def _read_text_csv(path: Path, wanted: list[str], where: str):
                         f"file or a Hugging Face dataset")
 
     def read(encoding: str):
-        _require_columns(pd.read_csv(path, nrows=0, encoding=encoding).columns, wanted, where)
+        _require_columns(pd.read_csv(path, nrows=0, encoding=encoding).columns, wanted, where, missing)
         return pd.read_csv(path, usecols=wanted, encoding=encoding)
 
     with user_file_errors(f"CSV {where}", also=(ValueError,)):
@@ -263,9 +264,11 @@ def _read_text_csv(path: Path, wanted: list[str], where: str):
             return read("latin-1")
 
 
-def _require_columns(present, wanted: list[str], where: str) -> None:
+def _require_columns(present, wanted: list[str], where: str, message: str | None = None) -> None:
     present = [str(c) for c in present]
     missing = [c for c in wanted if c not in present]
+    if missing and message:
+        raise UserError(message.format(column=missing[0], columns=", ".join(present)))
     if missing:
         raise UserError(f"{where} has no column '{missing[0]}' (columns: {', '.join(present)})")
 

@@ -22,6 +22,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import os
+import re
 import sys
 from dataclasses import dataclass
 
@@ -44,6 +45,9 @@ OBSERVERS = {"weights": WeightsObservation, "rowwise": RowwiseObservation}
 OBSERVATIONS = tuple(OBSERVERS)
 # Reward terms put into the observation when a task does not declare its own `observed_terms`.
 OBSERVED_TERMS = ("utility", "objective")
+# Devices a world can run on. torch knows more names (mps, xla, meta, ...), but the worlds'
+# code paths are written and tested for these.
+DEVICE_NAME = re.compile(r"auto|cpu|cuda(:\d+)?")
 
 
 @dataclass
@@ -81,6 +85,8 @@ class WorldSettings:
             raise UserError(f"unknown observation '{self.observation}': choose {' or '.join(OBSERVATIONS)}")
         if self.obs_budget < 1:
             raise UserError(f"obs_budget must be >= 1 (got {self.obs_budget})")
+        if not DEVICE_NAME.fullmatch(str(self.device)):
+            raise UserError(f"unknown device '{self.device}': choose auto, cpu, cuda or cuda:K")
 
 
 def resolve_device(device: str) -> torch.device:
@@ -88,6 +94,8 @@ def resolve_device(device: str) -> torch.device:
         chosen = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     elif device.startswith("cuda") and not torch.cuda.is_available():
         raise UserError(f"device '{device}' requested but no CUDA GPU is visible: use device: auto or cpu")
+    elif device.startswith("cuda:") and int(device[5:]) >= torch.cuda.device_count():
+        raise UserError(f"device '{device}' requested but only {torch.cuda.device_count()} CUDA GPU(s) are visible")
     else:
         chosen = torch.device(device)
     _announce_device(device, chosen)
@@ -157,6 +165,10 @@ class EditWorld(gym.Env):
         self.observed_terms = tuple(getattr(self.task, "observed_terms", OBSERVED_TERMS))
 
         r = self.settings.rank
+        for layer in self.layers:  # beyond min(m, n), U V^T spans nothing more, and the action only grows
+            if r > min(layer.rows, layer.cols):
+                raise UserError(f"rank {r} exceeds what layer '{layer.module_name}' ({layer.rows} x {layer.cols}) "
+                                f"can hold: choose a rank of at most {min(layer.rows, layer.cols)}")
         self.factor_layout = [
             {"name": layer.module_name, "m": layer.rows, "n": layer.cols, "rank": r} for layer in self.layers
         ]
@@ -166,6 +178,7 @@ class EditWorld(gym.Env):
         self.obs_layout = self.observer.layout  # what the agent needs to unpack an observation
         self.observation_space = gym.spaces.Box(-np.inf, np.inf, (self.observer.size,), np.float32)
         self.t = 0
+        self.nonfinite_actions = 0  # steps whose action held NaN or inf (see apply_action)
         self._reset_state()
         self.matrices = list(self.original)
 
@@ -204,7 +217,24 @@ class EditWorld(gym.Env):
     # The three phases of a step, separate so that `WorldBatch` can run the middle one
     # (the forward pass) for many worlds in one call.
     def apply_action(self, action) -> None:
-        """Decode the action and write the edited matrices into the model."""
+        """Decode the action and write the edited matrices into the model.
+
+        An action of another shape than the action space's is the caller's bug: refused with
+        ValueError (a (75, 1) array would otherwise reshape silently into a (75,) action). A
+        NaN or inf entry, as a diverging policy emits, is mapped into the box like any
+        out-of-range value: NaN to 0 (the box's centre), +inf to 1, -inf to -1. So the edited
+        weights, the reward and the observation stay finite; `nonfinite_actions` counts such
+        steps and the first one is logged (docs/errors.md)."""
+        with np.errstate(over="ignore"):  # a float64 beyond float32's range becomes inf, mapped below
+            action = np.asarray(action, dtype=np.float32)
+        if action.shape != self.action_space.shape:
+            raise ValueError(f"action of shape {action.shape} for an action space of shape {self.action_space.shape}")
+        if not np.isfinite(action).all():
+            self.nonfinite_actions += 1
+            if self.nonfinite_actions == 1:
+                log.warning("a %s world got an action with NaN or inf entries: mapped NaN to 0 and inf to the "
+                            "bounds (a diverging policy?)", self.kind)
+            action = np.nan_to_num(action, nan=0.0, posinf=1.0, neginf=-1.0)
         action = torch.as_tensor(np.clip(action, -1.0, 1.0), dtype=torch.float32, device=self.device)
         with torch.inference_mode():
             for i, (layer, (u, v)) in enumerate(zip(self.layers, self.factors(action))):

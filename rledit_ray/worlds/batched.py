@@ -50,6 +50,10 @@ class WorldBatch(gym.vector.VectorEnv):
         return np.stack(obs), infos
 
     def step(self, actions):
+        actions = np.asarray(actions, dtype=np.float32)
+        if actions.shape != self.action_space.shape:  # each world checks its own row, not the row count
+            raise ValueError(f"actions of shape {actions.shape} for {self.num_envs} worlds of action shape "
+                             f"{self.single_action_space.shape}")
         stepping = [i for i in range(self.num_envs) if not self._needs_reset[i]]
         for i in stepping:
             self.worlds[i].apply_action(actions[i])
