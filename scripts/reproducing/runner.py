@@ -109,7 +109,8 @@ def reproduce(name: str, table: Table, env: dict, dry_run: bool = False) -> None
         logs.mkdir(parents=True, exist_ok=True)
         for file, text in table.files.items():
             write_atomically(out / file, text())
-    started, load0, skipped = time.time(), os.getloadavg()[0], 0
+    # The commit is read before the commands run: the code they measured, not a later HEAD.
+    started, load0, skipped, commit = time.time(), os.getloadavg()[0], 0, git_commit()
     for i, step in enumerate(table.steps):
         command, skip = command_line(table, step)
         record_path = logs / f"step{i:02d}.json"
@@ -132,7 +133,7 @@ def reproduce(name: str, table: Table, env: dict, dry_run: bool = False) -> None
     if dry_run:
         return
     body = table.build(Outputs(name, table, ROOT))
-    head = header(name, started, load0, os.getloadavg()[0], git_commit(), skipped, len(table.steps))
+    head = header(name, started, load0, os.getloadavg()[0], commit, skipped, len(table.steps))
     rewrite_page(ROOT / table.page, name, f"{head}\n\n{body}")
     print(f"   rewrote the '{name}' block of {table.page}", flush=True)
 
