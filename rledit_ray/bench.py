@@ -272,7 +272,7 @@ def run_bench(opts: BenchOptions, progress=print) -> dict:
     # after ray.init ran ~30% slower than a minute later (its processes still starting).
     parts = [bench_world_part(name, opts, progress) for name in opts.configs]
     if not opts.world_only:
-        from rledit_ray.training import ensure_ray
+        from rledit_ray.connect import ensure_ray
 
         ensure_ray(opts.address)
         parts = [bench_rllib_part(part, opts, progress) for part in parts]

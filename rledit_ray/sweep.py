@@ -111,7 +111,7 @@ def check_trial_fits(spec: SweepSpec, base: dict, address: str | None) -> None:
 def run_sweep(spec_path: str | Path, out: str | Path, resume: bool = False, address: str | None = None) -> Path:
     from ray import tune
 
-    from rledit_ray.training import ensure_ray
+    from rledit_ray.connect import ensure_ray
 
     spec, base = load_spec(spec_path)
     # A new sweep needs a new or empty --out (its summary files would replace another's).

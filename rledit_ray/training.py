@@ -51,15 +51,16 @@ def prepare_run_dir(out: str | Path, resume: bool = False, restart: bool = False
     return make_output(check_run_dir(out, resume, restart), "--out")
 
 
-def check_resumable(out: str | Path) -> None:
-    """Refuse to resume a run whose checkpoint is missing, damaged or partial, before any work."""
+def check_resumable(out: str | Path) -> dict:
+    """Refuse to resume a run whose checkpoint is missing, damaged or partial, before any work;
+    return its resume state (history, best, env steps)."""
     from rledit_ray.editing import load_checkpoint_module
 
     ckpt = Path(out).resolve() / "checkpoint"
     if not (ckpt / RESUME_STATE).is_file():
         raise UserError(f"nothing to resume: no checkpoint with {RESUME_STATE} in '{ckpt.parent}' (the run stopped "
                         f"before its first evaluation): start it again with a new --out")
-    try:  # what _restore reads; JSONDecodeError and UnicodeDecodeError are ValueErrors
+    try:  # what a resumed run reads; JSONDecodeError and UnicodeDecodeError are ValueErrors
         state = json.loads((ckpt / RESUME_STATE).read_text(encoding="utf-8"))
         readable = int(state["env_steps"]) >= 0 and "iteration" in state["best"] and "iteration" in state["history"][-1]
     except (ValueError, KeyError, IndexError, TypeError):
@@ -67,6 +68,7 @@ def check_resumable(out: str | Path) -> None:
     if not readable:
         raise UserError(f"cannot resume '{ckpt.parent}': '{ckpt / RESUME_STATE}' is damaged")
     load_checkpoint_module(ckpt)
+    return state
 
 
 def build_algo(cfg: RunConfig, world, strategy=None):
@@ -95,8 +97,7 @@ def train(cfg: RunConfig, out: str | Path, progress=print, address: str | None =
     # classes, then the resources against the cluster and the agent's settings (by building it).
     check_run_dir(out, resume, restart)
     check_address(address)
-    if resume:
-        check_resumable(out)
+    resumed = check_resumable(out) if resume else None
     world = build_world(cfg, parts)
     strategy = strategy_for(cfg, world)
     check_resources(*agent_resources(cfg.agent, address), "the agent's EnvRunners and learners (--env-runners, "
@@ -107,7 +108,7 @@ def train(cfg: RunConfig, out: str | Path, progress=print, address: str | None =
         run_dir = prepare_run_dir(out, resume, restart)
         write_yaml(run_dir / "config.yaml", cfg.model_dump(mode="json"))
         before, rand = strategy.before(progress)
-        history, best, env_steps = _iterate(algo, cfg, strategy, run_dir, progress, resume, on_iteration)
+        history, best, env_steps = _iterate(algo, cfg, strategy, run_dir, progress, resumed, on_iteration)
     finally:
         algo.stop()
 
@@ -133,15 +134,17 @@ def train(cfg: RunConfig, out: str | Path, progress=print, address: str | None =
     return metrics
 
 
-def _iterate(algo, cfg: RunConfig, strategy, run_dir: Path, progress, resume: bool, on_iteration):
+def _iterate(algo, cfg: RunConfig, strategy, run_dir: Path, progress, resumed: dict | None, on_iteration):
     """PPO iterations; every `eval_every`, the deterministic policy is scored on validation and
-    the best so far checkpointed. Returns (history, best, env steps)."""
+    the best so far checkpointed. `resumed`: the checkpoint's resume state, to continue from
+    it. Returns (history, best, env steps)."""
     from rledit_ray.agent import deterministic_action, module_from_algo
 
     history, best, env_steps, ckpt = [], None, 0, run_dir / "checkpoint"
     first = 1
-    if resume:
-        history, best, env_steps = _restore(algo, ckpt)
+    if resumed is not None:
+        algo.restore_from_path(str(ckpt))
+        history, best, env_steps = resumed["history"], resumed["best"], int(resumed["env_steps"])
         first = history[-1]["iteration"] + 1
         progress(f"resumed from iteration {first - 1} ({env_steps} env steps): {ckpt}")
     board = TensorBoardLog(run_dir / "tb", retrain_from=first)
@@ -207,15 +210,6 @@ def _save_checkpoint_atomically(algo, path: Path, config_dict: dict, state: dict
             write_json(tmp / RESUME_STATE, state)
 
     replace_folder(path, fill)
-
-
-def _restore(algo, ckpt: Path) -> tuple[list, dict, int]:
-    """Algorithm state, history and best score from a checkpoint that `train` wrote."""
-    if not (ckpt / RESUME_STATE).is_file():
-        raise UserError(f"nothing to resume: no checkpoint with {RESUME_STATE} in '{ckpt.parent}'")
-    state = json.loads((ckpt / RESUME_STATE).read_text())
-    algo.restore_from_path(str(ckpt))
-    return state["history"], state["best"], int(state["env_steps"])
 
 
 def _progress_line(row: dict, total: int) -> str:
