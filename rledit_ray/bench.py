@@ -34,8 +34,6 @@ import sys
 import time
 from dataclasses import dataclass, field
 
-import torch
-
 from rledit_ray import timing
 from rledit_ray.config import RunConfig, build_config, with_overrides
 from rledit_ray.errors import UserError
@@ -267,6 +265,8 @@ def run_bench(opts: BenchOptions, progress=print) -> dict:
 
         check_address(opts.address)
     # Every config is built (and so checked: world, dataset, device) before the first measure.
+    import torch
+
     torch.set_num_threads(min(bench_config(name, opts).torch_threads for name in opts.configs))
     # Every world measure first, before Ray starts: measured here, the first forward passes
     # after ray.init ran ~30% slower than a minute later (its processes still starting).

@@ -36,7 +36,6 @@ COLUMNS = [("forget_acc", "forget (test)"), ("retain_acc", "retain (test)"),
 
 def run_compare_requests(checkpoint: str, out: str | Path, classes: list[int] | None = None,
                          baselines: list[str] | None = None, seed: int = 0, progress=print) -> Path:
-    from rledit_ray.agent import deterministic_action
     from rledit_ray.data import unlearning_splits
     from rledit_ray.editing import load_policy
     from rledit_ray.generalist import serve
@@ -48,7 +47,7 @@ def run_compare_requests(checkpoint: str, out: str | Path, classes: list[int] | 
     if not 0 <= seed <= 2**32 - 1:  # numpy and torch take unsigned 32-bit seeds
         raise UserError(f"--seed must be in 0..{2**32 - 1} (got {seed})")
     out = check_output(out, "--out", accept=(REQUEST_COMPARISON,))
-    cfg, _, world, module = load_policy(checkpoint, forget_class=classes[0] if classes else None, serving=False)
+    cfg, _, world, policy = load_policy(checkpoint, forget_class=classes[0] if classes else None, serving=False)
     if cfg.generalist is None:
         raise UserError(f"'{checkpoint}' is not a generalist checkpoint (no generalist: section in its config)")
     classes = [world.requests.check(k) for k in (classes or cfg.generalist.heldout_classes)]
@@ -56,7 +55,6 @@ def run_compare_requests(checkpoint: str, out: str | Path, classes: list[int] | 
     target = copy.deepcopy(world.model)  # still unedited: the baselines' starting point
     make_output(out / "rows", "--out")
     ds = world.requests.ds
-    policy = lambda obs: deterministic_action(module, obs)  # noqa: E731
     generalist = f"{GENERALIST}_{cfg.world}"
     progress(f"compare-requests: {cfg.dataset}, classes {classes}, {generalist} (trained on "
              f"{cfg.generalist.train_classes}) vs {', '.join(baselines) or 'no baseline'} -> {out}")

@@ -1,6 +1,7 @@
 """Use a trained policy or saved weights without training: `rledit edit` and `rledit eval`."""
 from __future__ import annotations
 
+import json
 import pickle
 import time
 from pathlib import Path
@@ -51,9 +52,29 @@ def load_checkpoint_module(ckpt: Path):
                         f"damaged or partial; train the run again") from None
 
 
+def checkpoint_policy(ckpt: Path, world):
+    """The checkpoint's deterministic policy, obs -> action: without RLlib (agent/serving.py)
+    when the checkpoint says how (rledit_policy.json, which every checkpoint saved since has),
+    else through RLlib's module; a damaged or partial checkpoint is one line."""
+    from rledit_ray.agent.serving import POLICY_SPEC
+    from rledit_ray.agent.serving import load_policy as serving_policy
+
+    try:
+        if (ckpt / POLICY_SPEC).is_file():
+            spec = json.loads((ckpt / POLICY_SPEC).read_text(encoding="utf-8"))
+            return serving_policy(ckpt, spec, world.action_space.low, world.action_space.high)
+    except CHECKPOINT_ERRORS as err:
+        raise UserError(f"checkpoint '{ckpt}' cannot be loaded ({type(err).__name__}: {one_line(err, 120)}): it is "
+                        f"damaged or partial; train the run again") from None
+    from rledit_ray.agent import deterministic_action
+
+    module = load_checkpoint_module(ckpt)
+    return lambda obs: deterministic_action(module, obs)
+
+
 def load_policy(checkpoint: str | Path, forget_class: int | None = None, serving: bool = True):
-    """(config, checkpoint dir, world, module); the request is checked before the module loads.
-    `serving`: a generalist needs its request named."""
+    """(config, checkpoint dir, world, policy: obs -> deterministic action); the request is
+    checked before the policy loads. `serving`: a generalist needs its request named."""
     ckpt, config_path = find_checkpoint(checkpoint)
     cfg = load_config(config_path)
     if forget_class is not None and cfg.generalist is None:
@@ -64,7 +85,7 @@ def load_policy(checkpoint: str | Path, forget_class: int | None = None, serving
     world = build_world(cfg)
     if forget_class is not None:
         world.requests.check(forget_class)
-    return cfg, ckpt, world, load_checkpoint_module(ckpt)
+    return cfg, ckpt, world, checkpoint_policy(ckpt, world)
 
 
 def apply_checkpoint(checkpoint: str | Path, out: str | Path, forget_class: int | None = None,
@@ -80,13 +101,11 @@ def apply_checkpoint(checkpoint: str | Path, out: str | Path, forget_class: int 
     out = check_output(out, "--out")
     if forget_class is not None or generalist:
         return serve_request(checkpoint, out, forget_class, repeat)
-    from rledit_ray.agent import deterministic_action
-
-    cfg, ckpt, world, module = load_policy(checkpoint)
+    cfg, ckpt, world, policy = load_policy(checkpoint)
     run_episode(world, lambda obs: np.zeros(world.action_space.shape, np.float32))
     before = world.task_metrics(pools=("test",))
     started = time.perf_counter()
-    terms = run_episode(world, lambda obs: deterministic_action(module, obs))
+    terms = run_episode(world, policy)
     seconds = time.perf_counter() - started
     after = world.task_metrics()
     out = make_output(out, "--out")
@@ -104,20 +123,19 @@ def serve_request(checkpoint: str | Path, out: str | Path, forget_class: int | N
     """One request with a generalist policy: T deterministic steps, timed from the moment the
     request is known (its reward samples are gathered inside the timing; loading is not).
     `repeat` > 1 serves it that many times from scratch and reports the median and max time."""
-    from rledit_ray.agent import deterministic_action
     from rledit_ray.generalist import no_edit, serve
 
     if repeat < 1:
         raise UserError(f"--repeat must be >= 1 (got {repeat})")
     out = check_output(out, "--out")
     started = time.perf_counter()
-    cfg, ckpt, world, module = load_policy(checkpoint, forget_class)
+    cfg, ckpt, world, policy = load_policy(checkpoint, forget_class)
     load_seconds = time.perf_counter() - started
     timings = []
     for i in range(repeat):
         if i:
             world.drop_request(forget_class)
-        terms, seconds = serve(world, lambda obs: deterministic_action(module, obs), forget_class)
+        terms, seconds = serve(world, policy, forget_class)
         timings.append(seconds)
     after = world.task_metrics(pools=("validation", "test"))
     out = make_output(out, "--out")

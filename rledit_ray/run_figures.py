@@ -1,7 +1,9 @@
 """The figures of a finished run directory, beside curves.png, and the numbers drawn in them.
 
 - class_accuracy.png (unlearning): every class's accuracy on held-out test images, before
-  and after the edit, from full forward passes of the original target and of the edited one;
+  and after the edit, from the world's evaluation of the original and the edited weights
+  (its cached prefix activations and the suffix: the same logits as a full forward pass,
+  which the split is checked against when the world is built);
 - group_auc.png (bias): the per-group AUCs of the run's own test metrics;
 - edit.png: what the policy did to each edited layer's matrix, in the world's own terms
   (MaskWorld: the mask M in W = W0 * M; ShiftWorld: (W - W0) in units of W0's spread).
@@ -11,6 +13,7 @@ per-class accuracies for metrics.json.
 """
 from __future__ import annotations
 
+from contextlib import contextmanager
 from pathlib import Path
 
 import torch
@@ -29,19 +32,30 @@ def forgotten_classes(world, cfg) -> list[int]:
     return [int(k) for k in cfg.forget_classes] if cfg.task == "unlearning" else []
 
 
-def per_class_accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor, classes: int) -> list[float]:
-    """Accuracy on the rows of each class 0..classes-1 (NaN for a class with no rows)."""
-    from rledit_ray.data import LabeledSet
-    from rledit_ray.targets import full_model_predict
-
-    pred = full_model_predict(model)("test", LabeledSet(x, y)).cpu()
+def per_class_accuracy(pred: torch.Tensor, y: torch.Tensor, classes: int) -> list[float]:
+    """Accuracy of the labels `pred` on the rows of each class 0..classes-1 (NaN for a class with no rows)."""
     return [float((pred[y == k] == k).float().mean()) if (y == k).any() else float("nan") for k in range(classes)]
 
 
-def test_rows(task) -> tuple[torch.Tensor, torch.Tensor]:
-    """Every held-out test image of an unlearning task: the forgotten classes' and the others'."""
-    s = task.splits
-    return torch.cat([s.forget_test.x, s.retain_test.x]), torch.cat([s.forget_test.y, s.retain_test.y])
+def test_predictions(world) -> tuple[torch.Tensor, torch.Tensor]:
+    """(predicted labels, labels) of every held-out test image of an unlearning world's task
+    (the forgotten classes' and the others'), for the weights the world holds now."""
+    sets = world.task.evaluation_sets(("test",))
+    return (torch.cat([world.predict(name, s).cpu() for name, s in sets.items()]),
+            torch.cat([s.y for s in sets.values()]))
+
+
+@contextmanager
+def original_weights(world):
+    """The world's edited layers hold their original weights inside the block, the edit after it."""
+    edited = [layer.read().clone() for layer in world.layers]
+    for layer, w0 in zip(world.layers, world.original):
+        layer.write(w0)
+    try:
+        yield
+    finally:
+        for layer, w in zip(world.layers, edited):
+            layer.write(w)
 
 
 def edit_panels(world, forgotten: list[int]) -> list[figures.EditPanel]:
@@ -73,10 +87,12 @@ def write_run_figures(run_dir: Path, world, cfg, metrics: dict) -> tuple[list[tu
     shown, extra = [("curves.png", "PPO return and the deterministic policy's validation metrics per iteration")], {}
     forgotten = forgotten_classes(world, cfg)
     if cfg.task == "unlearning":
-        x, y = test_rows(world.task)
+        after_pred, y = test_predictions(world)
+        with original_weights(world):
+            before_pred, _ = test_predictions(world)
         classes = int(max(int(y.max()) + 1, *(k + 1 for k in forgotten)))
-        before = per_class_accuracy(world.parts.model, x, y, classes)
-        after = per_class_accuracy(world.model, x, y, classes)
+        before = per_class_accuracy(before_pred, y, classes)
+        after = per_class_accuracy(after_pred, y, classes)
         extra["per_class_test_acc"] = {"before": before, "after": after}
         figures.class_accuracy_bars(run_dir / CLASS_ACCURACY, before, after, forgotten,
                                     title=f"per-class accuracy on held-out test, forget {forgotten}: before vs after")

@@ -7,9 +7,22 @@ import statistics
 import time
 
 import numpy as np
-import torch
 
 CLOCKS = ("wall", "cpu")
+
+
+class Phases:
+    """Wall seconds of a run's phases, in the order they ended (metrics.json: phase_seconds)."""
+
+    def __init__(self):
+        self.seconds: dict[str, float] = {}
+        self._since = time.perf_counter()
+
+    def done(self, name: str) -> None:
+        """The phase `name` ended now (a name met again adds up)."""
+        now = time.perf_counter()
+        self.seconds[name] = self.seconds.get(name, 0.0) + now - self._since
+        self._since = now
 
 
 def rate(run, seconds: float) -> dict[str, float]:
@@ -51,6 +64,8 @@ def paired_ratio(top: list[float], bottom: list[float]) -> float:
 def forward_pass(world):
     # A step ends in host values (reward terms, observation), so it waits for the device;
     # the forward pass alone must wait too, or a GPU would time only the kernel launches.
+    import torch
+
     sync = torch.cuda.synchronize if world.device.type == "cuda" else (lambda: None)
 
     def run():

@@ -21,7 +21,7 @@ from pathlib import Path
 from rledit_ray.atomic import replace_folder, save_weights, write_json, write_yaml
 from rledit_ray.build import PARTS_KEY, build_env, build_world, ship_parts
 from rledit_ray.config import RunConfig
-from rledit_ray.connect import agent_resources, check_address, check_resources, ensure_ray
+from rledit_ray.connect import agent_resources, check_address, check_resources, ensure_ray, start_ray_early
 from rledit_ray.errors import UserError
 from rledit_ray.model_card import reproduce_command, write_model_card
 from rledit_ray.outputs import UNFINISHED_RUN, check_output, folder_kind, make_output
@@ -30,6 +30,7 @@ from rledit_ray.report import write_curves, write_report
 from rledit_ray.run_figures import forgotten_classes, write_run_figures
 from rledit_ray.strategies import strategy_for
 from rledit_ray.tensorboard_log import TensorBoardLog
+from rledit_ray.timing import Phases
 from rledit_ray.worlds import WORLD_IDS
 
 log = logging.getLogger(__name__)
@@ -91,31 +92,41 @@ def train(cfg: RunConfig, out: str | Path, progress=print, address: str | None =
     `on_iteration(row)` sees each iteration's row (Tune trials report it).
     `parts`: the run's target and task when the caller built them (the Python API and Tune
     trials do)."""
-    started = time.perf_counter()
+    started, phases = time.perf_counter(), Phases()
     # Everything is checked before the first file is written: the output folder, the cluster
     # address, the checkpoint to resume, then (by building the world) data, target, layers and
     # classes, then the resources against the cluster and the agent's settings (by building it).
     check_run_dir(out, resume, restart)
     check_address(address)
     resumed = check_resumable(out) if resume else None
+    start_ray_early(address)  # its seconds overlap the world's build
     world = build_world(cfg, parts)
     strategy = strategy_for(cfg, world)
     check_resources(*agent_resources(cfg.agent, address), "the agent's EnvRunners and learners (--env-runners, "
                     "agent:)", address)
+    phases.done("load")
+    before, rand = strategy.before(progress)  # while Ray starts
+    phases.done("before")
+    # Imports that would otherwise wait for Ray: RLlib's (~1.5 s; RLlib itself needs Ray up), and
+    # torch's compiler stack (~1.1 s), which RLlib's seeding pulls in (use_deterministic_algorithms).
+    import torch._inductor, rledit_ray.agent.ppo  # noqa: F401, E401, I001
     ensure_ray(address)
+    phases.done("ray")
     algo = build_algo(cfg, world, strategy)
+    phases.done("agent")
     try:
         run_dir = prepare_run_dir(out, resume, restart)
         write_yaml(run_dir / "config.yaml", cfg.model_dump(mode="json"))
-        before, rand = strategy.before(progress)
         history, best, env_steps = _iterate(algo, cfg, strategy, run_dir, progress, resumed, on_iteration)
     finally:
         algo.stop()
+    phases.done("train")
 
     from rledit_ray.agent import deterministic_action, load_module
 
     best_module = load_module(str(run_dir / "checkpoint"))
     after, final, extra = strategy.after(lambda obs: deterministic_action(best_module, obs))
+    phases.done("after")
     metrics = {
         "task": cfg.task, "world": cfg.world, "seed": cfg.seed, "dataset": cfg.dataset,
         **({"forget_classes": cfg.forget_classes} if cfg.task == "unlearning" else {}),
@@ -127,8 +138,9 @@ def train(cfg: RunConfig, out: str | Path, progress=print, address: str | None =
         "env_steps": env_steps, "iterations": len(history), "best_iteration": best["iteration"],
         "wall_time_s": time.perf_counter() - started,
         "target": world.target_metadata, "history": history, **extra,
+        "phase_seconds": phases.seconds,
     }
-    _write_run(run_dir, cfg, world, strategy, metrics)
+    _write_run(run_dir, cfg, world, strategy, metrics, phases)
     progress(f"after: {world.task.summary(after)} | "
              f"{env_steps} env steps, {metrics['wall_time_s']:.0f} s | run dir: {run_dir}")
     return metrics
@@ -179,9 +191,10 @@ def _iterate(algo, cfg: RunConfig, strategy, run_dir: Path, progress, resumed: d
     return history, best, env_steps
 
 
-def _write_run(run_dir: Path, cfg: RunConfig, world, strategy, metrics: dict) -> None:
+def _write_run(run_dir: Path, cfg: RunConfig, world, strategy, metrics: dict, phases: Phases) -> None:
     """The edited weights, curves, figures, report, model card and final TensorBoard scalars;
-    metrics.json last: its presence marks a finished run."""
+    metrics.json last: its presence marks a finished run (with the seconds this took, and the
+    run's wall time up to it)."""
     config_dict = cfg.model_dump(mode="json")
     save_weights(world.model, run_dir / "edited_weights.safetensors",
                  {"task": cfg.task, "dataset": cfg.dataset, "world": cfg.world, "seed": cfg.seed,
@@ -194,6 +207,8 @@ def _write_run(run_dir: Path, cfg: RunConfig, world, strategy, metrics: dict) ->
     write_model_card(run_dir, cfg, metrics, world.task, reproduce_command(cfg), figures=shown,
                      forgotten=forgotten_classes(world, cfg))
     TensorBoardLog(run_dir / "tb").final(metrics["after"], metrics["env_steps"])
+    phases.done("write")
+    metrics["wall_time_s"] = sum(phases.seconds.values())
     write_json(run_dir / "metrics.json", metrics)
 
 
@@ -201,11 +216,14 @@ def _save_checkpoint_atomically(algo, path: Path, config_dict: dict, state: dict
     """Write to a temporary folder, then swap it in: a kill never leaves a half checkpoint.
     The run config travels inside, so a checkpoint alone is enough for `rledit edit`;
     `state` (history, best) lets `--resume` continue from it."""
+    from rledit_ray.agent import module_from_algo
+    from rledit_ray.agent.serving import POLICY_SPEC, policy_spec
     from rledit_ray.editing import CONFIG_NAME
 
     def fill(tmp: Path) -> None:
         algo.save_to_path(str(tmp))
         write_yaml(tmp / CONFIG_NAME, config_dict)
+        write_json(tmp / POLICY_SPEC, policy_spec(module_from_algo(algo)))  # serving without RLlib
         if state is not None:
             write_json(tmp / RESUME_STATE, state)
 

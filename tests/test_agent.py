@@ -220,9 +220,9 @@ def test_ppo_learns_and_checkpoint_round_trips(ray_cluster, tmp_path):
 def test_mode_dependent_layers_are_refused_because_train_skips_submodules(monkeypatch):
     """FactorizedPPOModule.train() flips only its own flag (RLlib toggles it every step);
     a layer that behaves differently in training mode must not slip in unnoticed."""
-    import rledit_ray.agent.module as module
+    import rledit_ray.agent.nets as nets
 
-    monkeypatch.setattr(module, "_mlp", lambda in_dim, hidden: torch.nn.Sequential(
+    monkeypatch.setattr(nets, "mlp", lambda in_dim, hidden: torch.nn.Sequential(
         torch.nn.Linear(in_dim, hidden[-1]), torch.nn.Dropout(0.1)))
     with pytest.raises(TypeError, match="Dropout"):
         FactorizedPPOModule(

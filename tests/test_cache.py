@@ -41,3 +41,49 @@ def _linear(value: float) -> torch.nn.Linear:
         layer.weight.fill_(value)
         layer.bias.zero_()
     return layer
+
+
+def test_a_big_pools_prefix_activations_are_cached_by_content(monkeypatch, tmp_path):
+    """A Sequential target's prefix on an evaluation pool (persist=True) is read from disk the
+    second time; other prefix weights, other inputs or a damaged file compute it again,
+    and what comes back is always what the prefix computes (at BUILD_THREADS threads)."""
+    from torch import nn
+
+    from rledit_ray.cache import BUILD_THREADS
+    from rledit_ray.targets.split import split_model
+
+    monkeypatch.setenv("RLEDIT_CACHE_DIR", str(tmp_path))
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(1, 4, 3), nn.ReLU(), nn.Flatten(), nn.Linear(4 * 6 * 6, 8), nn.ReLU(), nn.Linear(8, 3))
+    x = torch.randn(5000, 1, 8, 8)
+    split = split_model(model, ["5"], x[:16])
+    calls = []
+    conv_forward = model[0].forward
+    monkeypatch.setattr(model[0], "forward", lambda t: calls.append(len(t)) or conv_forward(t))
+
+    def direct(inputs):
+        previous = torch.get_num_threads()
+        torch.set_num_threads(BUILD_THREADS)
+        try:
+            with torch.inference_mode():
+                return model[:5](inputs)
+        finally:
+            torch.set_num_threads(previous)
+
+    first = split.prefix(x, persist=True)
+    assert torch.equal(first, direct(x)) and calls
+    files = list((tmp_path / "activations").glob("*.safetensors"))
+    assert len(files) == 1
+    calls.clear()
+    assert torch.equal(split.prefix(x, persist=True), first) and not calls  # from disk
+
+    files[0].write_bytes(b"not a safetensors file")
+    assert torch.equal(split.prefix(x, persist=True), first) and calls  # damaged: computed again
+    calls.clear()
+    with torch.no_grad():
+        model[0].weight.add_(0.5)  # another prefix: another key
+    assert torch.equal(split.prefix(x, persist=True), direct(x)) and calls
+    calls.clear()
+    assert torch.equal(split.prefix(x + 1, persist=True), direct(x + 1)) and calls
+    assert split.prefix(x[:100]).shape[0] == 100  # reward samples: computed, never written
+    assert len(list((tmp_path / "activations").iterdir())) == 3

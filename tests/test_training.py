@@ -29,6 +29,9 @@ def test_run_directory_holds_everything(trained_run):
         for key in ("forget_acc", "retain_acc", "forget_train_acc", "retain_train_acc"):
             assert 0.0 <= m[when][key] <= 1.0
     assert m["before"]["forget_acc"] > 0.9  # the original network knows the class
+    phases = m["phase_seconds"]  # where the run's seconds went, in order, adding up to its wall time
+    assert list(phases) == ["load", "before", "ray", "agent", "train", "after", "write"]
+    assert min(phases.values()) >= 0 and abs(sum(phases.values()) - m["wall_time_s"]) < 1e-6
     report = (trained_run / "report.md").read_text()
     assert "| forget accuracy (test) |" in report and "random policy" in report
 
@@ -88,3 +91,41 @@ def test_a_save_killed_between_its_renames_leaves_a_usable_checkpoint(trained_ru
     (run / "checkpoint").rename(run / "checkpoint.old")  # the state right after the first rename
     ckpt, config = find_checkpoint(run)
     assert ckpt.name == "checkpoint.old" and config.is_file()
+
+
+@pytest.mark.parametrize("flags, rc", [([], 0), (["--layer", "nosuch"], 2)])
+def test_a_train_command_leaves_no_process_behind(flags, rc, tmp_path):
+    """The command ends its private Ray's processes (GCS, raylet, agents) itself, without Ray's
+    slow graceful shutdown: after a finished run, and after a user error that came while Ray
+    was still starting in the background."""
+    import os
+    import subprocess
+    import sys
+    import uuid
+
+    from conftest import TINY_RUN
+
+    marker = f"rledit-test-{uuid.uuid4().hex}"
+    cfg = tmp_path / "tiny.yaml"
+    cfg.write_text(yaml.safe_dump(TINY_RUN))
+    result = subprocess.run([sys.executable, "-m", "rledit_ray", "train", "--config", str(cfg), "--out",
+                             str(tmp_path / "run"), *flags], env={**os.environ, "RLEDIT_TEST_MARKER": marker},
+                            capture_output=True, text=True, timeout=600)
+    assert result.returncode == rc, result.stdout[-2000:] + result.stderr[-2000:]
+    assert ("rledit: error: unknown layer" in result.stderr) == bool(flags)
+    assert not _processes_with(marker)
+
+
+def _processes_with(marker: str) -> list[str]:
+    """Live processes (zombies waiting to be reaped are not) whose environment holds `marker`."""
+    from pathlib import Path
+
+    found = []
+    for proc in Path("/proc").iterdir():
+        try:
+            if proc.name.isdigit() and marker.encode() in (proc / "environ").read_bytes() \
+                    and (proc / "stat").read_text().split(") ")[-1][0] != "Z":
+                found.append((proc / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace"))
+        except OSError:  # gone meanwhile, or not ours to read
+            pass
+    return found

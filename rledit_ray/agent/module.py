@@ -23,12 +23,12 @@ Why the network looks like this (see docs/design.md, "Measured findings"):
   so early episodes do not start by wrecking the target network.
 - A separate value MLP: the value scale (reward terms) and the action features have
   little in common; sharing a trunk lets value-loss gradients disturb the policy. Its
-  output layer starts near zero (see VALUE_INIT_STD).
+  output layer starts near zero (see nets.VALUE_INIT_STD).
 """
 
 from __future__ import annotations
 
-from typing import Any, Dict, List, Optional, Sequence
+from typing import Any, Dict, List, Optional
 
 import gymnasium as gym
 import numpy as np
@@ -39,54 +39,11 @@ from ray.rllib.core.rl_module.torch import TorchRLModule
 from ray.rllib.utils.annotations import override
 from torch import nn
 
-from rledit_ray import defaults as D
+from rledit_ray.agent.nets import DEFAULT_HIDDEN, DEFAULT_INITIAL_LOG_STD, FactorHead, FactorizedNet, factor_sizes
 
-DEFAULT_HIDDEN = (64, 64)
-DEFAULT_INITIAL_LOG_STD = D.AGENT["initial_log_std"]
-HEAD_INIT_STD = 0.01
-# The value head starts near zero too. PPO's value loss is clamped at vf_clip_param (10):
-# a sample whose squared error exceeds it gives no gradient. With std 1.0 the first values
-# were ~+-16 against returns of ~1, every sample was clamped, and the critic never learned
-# (explained variance ~0 for whole runs, measured on the default unlearning config).
-VALUE_INIT_STD = 0.01
+__all__ = ["FactorizedPPOModule", "ModeFreeTrain", "factor_sizes"]
 # Layers whose forward pass is the same in training and eval mode (see FactorizedPPOModule.train).
 MODE_FREE_LAYERS = (nn.Linear, nn.Tanh, nn.ReLU, nn.Sequential, nn.ModuleList, nn.Identity)
-
-
-def factor_sizes(factor_layout: Sequence[Dict[str, Any]]) -> List[int]:
-    """Sizes of the action segments in env order: [m0*r0, n0*r0, m1*r1, n1*r1, ...]."""
-    sizes = []
-    for layer in factor_layout:
-        rank = int(layer["rank"])
-        sizes += [int(layer["m"]) * rank, int(layer["n"]) * rank]
-    return sizes
-
-
-def _mlp(in_dim: int, hidden: Sequence[int]) -> nn.Sequential:
-    layers: List[nn.Module] = []
-    for width in hidden:
-        layers += [nn.Linear(in_dim, width), nn.Tanh()]
-        in_dim = width
-    return nn.Sequential(*layers)
-
-
-def _small_linear(in_dim: int, out_dim: int, std: float) -> nn.Linear:
-    layer = nn.Linear(in_dim, out_dim)
-    nn.init.normal_(layer.weight, std=std)
-    nn.init.zeros_(layer.bias)
-    return layer
-
-
-class FactorHead(nn.Module):
-    """Mean of one edited layer's factors: U (m*r values) and V (n*r values)."""
-
-    def __init__(self, in_dim: int, m: int, n: int, rank: int):
-        super().__init__()
-        self.u = _small_linear(in_dim, m * rank, HEAD_INIT_STD)
-        self.v = _small_linear(in_dim, n * rank, HEAD_INIT_STD)
-
-    def forward(self, features: torch.Tensor) -> torch.Tensor:
-        return torch.cat([self.u(features), self.v(features)], dim=-1)
 
 
 class ModeFreeTrain:
@@ -109,8 +66,8 @@ class ModeFreeTrain:
                             "on training mode: remove the train() override first")
 
 
-class FactorizedPPOModule(ModeFreeTrain, TorchRLModule, InferenceOnlyAPI, ValueFunctionAPI):
-    """Torch RLModule for PPO with per-layer low-rank factor heads.
+class FactorizedPPOModule(ModeFreeTrain, FactorizedNet, TorchRLModule, InferenceOnlyAPI, ValueFunctionAPI):
+    """Torch RLModule for PPO with per-layer low-rank factor heads (the networks: nets.FactorizedNet).
 
     model_config keys:
         factor_layout: list of {"name", "m", "n", "rank"} (required), in env order.
@@ -124,35 +81,11 @@ class FactorizedPPOModule(ModeFreeTrain, TorchRLModule, InferenceOnlyAPI, ValueF
         cfg = dict(self.model_config or {})
         if "factor_layout" not in cfg:
             raise ValueError("FactorizedPPOModule needs model_config['factor_layout'].")
-        self.factor_layout = [dict(layer) for layer in cfg["factor_layout"]]
-        hidden = list(cfg.get("hidden", DEFAULT_HIDDEN))
-        vf_hidden = hidden if cfg.get("vf_hidden") is None else list(cfg["vf_hidden"])
-        initial_log_std = float(cfg.get("initial_log_std", DEFAULT_INITIAL_LOG_STD))
-
         if not isinstance(self.action_space, gym.spaces.Box):
             raise ValueError(f"Need a Box action space, got {self.action_space}.")
-        action_dim = int(np.prod(self.action_space.shape))
-        if sum(factor_sizes(self.factor_layout)) != action_dim:
-            raise ValueError(
-                f"factor_layout {self.factor_layout} packs "
-                f"{sum(factor_sizes(self.factor_layout))} values, "
-                f"but the action space has {action_dim}."
-            )
-        obs_dim = int(np.prod(self.observation_space.shape))
-
-        self.trunk = _mlp(obs_dim, hidden)
-        feat_dim = hidden[-1] if hidden else obs_dim
-        # ModuleList, not ModuleDict: layer names like "fc2.weight" are not valid keys.
-        self.heads = nn.ModuleList(
-            FactorHead(feat_dim, int(layer["m"]), int(layer["n"]), int(layer["rank"]))
-            for layer in self.factor_layout
-        )
-        self.log_std = nn.Parameter(torch.full((action_dim,), initial_log_std))
-
-        self.value_net = nn.Sequential(
-            _mlp(obs_dim, vf_hidden),
-            _small_linear(vf_hidden[-1] if vf_hidden else obs_dim, 1, VALUE_INIT_STD),
-        )
+        self.build_networks(int(np.prod(self.observation_space.shape)), int(np.prod(self.action_space.shape)),
+                            cfg["factor_layout"], cfg.get("hidden", DEFAULT_HIDDEN), cfg.get("vf_hidden"),
+                            float(cfg.get("initial_log_std", DEFAULT_INITIAL_LOG_STD)))
         self.refuse_mode_dependent_layers()
 
     @override(InferenceOnlyAPI)
@@ -164,26 +97,6 @@ class FactorizedPPOModule(ModeFreeTrain, TorchRLModule, InferenceOnlyAPI, ValueF
     def _obs(self, batch: Dict[str, Any]) -> torch.Tensor:
         obs = batch[Columns.OBS]
         return obs.reshape(obs.shape[0], -1).float()
-
-    def action_mean(self, obs: torch.Tensor) -> torch.Tensor:
-        """Mean action (unclipped), packed in env order."""
-        features = self.trunk(obs)
-        return torch.cat([head(features) for head in self.heads], dim=-1)
-
-    def factor_means(self, obs: torch.Tensor) -> Dict[str, Dict[str, torch.Tensor]]:
-        """Mean factors per layer, shaped {name: {"U": (B, m, r), "V": (B, n, r)}}.
-
-        V is the raw policy output in [-1, 1] space; the env maps it to [0, 1].
-        """
-        features = self.trunk(obs)
-        out = {}
-        for layer, head in zip(self.factor_layout, self.heads):
-            m, n, r = int(layer["m"]), int(layer["n"]), int(layer["rank"])
-            out[layer["name"]] = {
-                "U": head.u(features).reshape(-1, m, r),
-                "V": head.v(features).reshape(-1, n, r),
-            }
-        return out
 
     @override(TorchRLModule)
     def _forward(self, batch: Dict[str, Any], **kwargs) -> Dict[str, Any]:

@@ -37,6 +37,7 @@ edited in fc2: ~1,500 steps/s.
 """
 from __future__ import annotations
 
+import inspect
 import logging
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -46,10 +47,13 @@ import torch
 import torch.utils._pytree as pytree
 from torch import nn
 
+from rledit_ray.cache import BUILD_THREADS, cached_tensor, fingerprint, state_fingerprint
+
 log = logging.getLogger(__name__)
 
 PACKED_INPUTS = "rledit_packed_inputs"
 CHUNK = 4096  # rows per forward pass: bounds the activations' memory on big evaluation pools
+CACHE_BYTES = 4 << 30  # a sequential prefix bigger than this is recomputed, not written to disk
 MEMO_BUDGET = 1 << 30  # bytes of recorded outputs per input set
 _TOLERANCE = 1e-6  # record vs replay: the same operations on the same numbers
 _EDIT_TOLERANCE = 1e-5  # split vs full pass under perturbed weights
@@ -77,7 +81,8 @@ class Split:
         self.model = model
         self.device = _device(model)
 
-    def prefix(self, x: torch.Tensor) -> Any:
+    def prefix(self, x: torch.Tensor, persist: bool = False) -> Any:
+        """What `suffix` takes for the inputs `x`; `persist`: keep it on disk where the split can."""
         raise NotImplementedError
 
     def suffix(self, cached) -> torch.Tensor:
@@ -95,8 +100,29 @@ class SequentialSplit(Split):
         self.head = model[:k] if k else nn.Identity()
         self.sequential_suffix = model[k:]
 
-    def prefix(self, x: torch.Tensor) -> torch.Tensor:
-        return _chunked(lambda c: self.head(c.to(self.device)), x)
+    def prefix(self, x: torch.Tensor, persist: bool = False) -> torch.Tensor:
+        """`persist` (evaluation pools): the prefix costs seconds (MNIST's 70,000 images through
+        the conv stages: ~10 s on one thread) and is the same every run, so it is cached on disk,
+        keyed by what it is computed from, at a fixed thread count (CPU results differ in the
+        last bits across counts). A GPU computes it fast enough not to cache; reward samples
+        are computed at the caller's thread count, as a run's rewards always were."""
+        def compute() -> torch.Tensor:
+            return _chunked(lambda c: self.head(c.to(self.device)), x)
+
+        key = self._prefix_key(x) if persist and len(x) and self.device.type == "cpu" else None
+        return compute() if key is None else cached_tensor("activations", key, compute, max_bytes=CACHE_BYTES)
+
+    def _prefix_key(self, x: torch.Tensor) -> str | None:
+        """Fingerprint of the prefix's code, weights and input; None when some module's code has
+        no source to read (defined interactively), so its behaviour cannot be keyed."""
+        if not len(self.head):
+            return None
+        try:
+            code = [inspect.getsource(type(m)) for m in self.head.modules() if not type(m).__module__.startswith("torch.")]
+        except (OSError, TypeError):
+            return None
+        return fingerprint("sequential prefix", torch.__version__, BUILD_THREADS, repr(self.head), code,
+                           state_fingerprint(self.head), x)
 
     def suffix(self, h: torch.Tensor) -> torch.Tensor:
         return _chunked(self.sequential_suffix, h)
@@ -105,7 +131,7 @@ class SequentialSplit(Split):
 class FullSplit(Split):
     kind = "full"
 
-    def prefix(self, x: torch.Tensor) -> torch.Tensor:
+    def prefix(self, x: torch.Tensor, persist: bool = False) -> torch.Tensor:
         return x.to(self.device)
 
     def suffix(self, x: torch.Tensor) -> torch.Tensor:
@@ -134,7 +160,7 @@ class MemoSplit(Split):
         self.clone = clone
         self.budget = budget
 
-    def prefix(self, x: torch.Tensor) -> MemoCache:
+    def prefix(self, x: torch.Tensor, persist: bool = False) -> MemoCache:  # records stay in memory
         if not len(x):  # nothing to record; the model's own pass gives the (0, classes) logits
             return MemoCache([(x.to(self.device), None)])
         chunks, total = [], 0

@@ -24,7 +24,6 @@ from __future__ import annotations
 from typing import Callable
 
 import numpy as np
-from scipy.stats import rankdata
 
 POWER = -5.0
 OVERALL_WEIGHT = 0.25
@@ -49,6 +48,8 @@ def rank_auc(scores, labels) -> float:
     scores, labels = np.asarray(scores, float), np.asarray(labels).astype(bool)
     if not _both_classes(labels):
         return float("nan")
+    from scipy.stats import rankdata  # here: scipy.stats costs 0.7 s to import, and unlearning runs never rank
+
     n_pos, n_neg = int(labels.sum()), int((~labels).sum())
     ranks = rankdata(scores)
     return float((ranks[labels].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))

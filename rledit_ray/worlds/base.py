@@ -318,9 +318,10 @@ class EditWorld(gym.Env):
 
     def _prefix_activations(self, key: str, x: torch.Tensor):
         """What the split caches for input set `key` (a tensor for a Sequential target): computed
-        by the first world of the process that asks, then shared."""
+        by the first world of the process that asks, then shared; an evaluation pool's is kept
+        on disk for the next process too (Split.prefix)."""
         if key not in self._prefix_cache:
-            self._prefix_cache[key] = self.split.prefix(x)
+            self._prefix_cache[key] = self.split.prefix(x, persist=key.startswith("eval:"))
         return self._prefix_cache[key]
 
     # ------------------------------------------------------------------ evaluation

@@ -10,7 +10,7 @@ from .steps import ROOT, Step, Table, out_dir, sweep, train
 from .tables_bias import bias_delta_table, bias_runs_table, offset_bound_table, probe_table
 from .tables_byo import byo_bench_table, byo_table, mask_settings_table, transformers_table
 from .tables_generalist import generalist_table, requests_table, serve_timing_table
-from .tables_performance import bench_table, test_suite_table, world_only_table
+from .tables_performance import bench_table, test_suite_table, time_to_edit_table, world_only_table
 from .tables_sweeps import BIAS_SWEEP, UNLEARNING_SWEEP, sweep_table
 from .tables_unlearning import comparison_md, unlearning_runs_table
 
@@ -147,7 +147,7 @@ def _sweeps() -> dict[str, Table]:
 
 # ---------------------------------------------------------------------------- docs/performance.md
 def _performance() -> dict[str, Table]:
-    suite = out_dir("test-suite")
+    suite, t2e = out_dir("test-suite"), out_dir("time-to-edit")
     return {
         "performance": Table("docs/performance.md", (Step("rledit bench --repeats 5 --seconds 0.5 --json"),),
                              bench_table, 6),
@@ -160,6 +160,11 @@ def _performance() -> dict[str, Table]:
             Step("rledit bench --world-only --device cuda --repeats 5 --seconds 0.4 --json"),
             Step("python -m pytest -q tests/test_gpu.py", label="tests/test_gpu.py")),
             world_only_table, 3),
+        "time-to-edit": Table("docs/performance.md", (
+            train(f"{t2e}/generalist-mask", "--config configs/generalist_mask.yaml", "the generalist `rledit edit` serves"),
+            Step(f"rm -rf {t2e}/work && python benchmarks/time_to_edit.py --repeats 5 --generalist "
+                 f"{t2e}/generalist-mask --work {t2e}/work --json")),
+            time_to_edit_table, 14),
         "test-suite": Table("docs/performance.md", (
             Step(f"rm -rf {suite}/clone && git clone -q . {suite}/clone"),
             Step(f"make -C {suite}/clone test")), test_suite_table, 16),

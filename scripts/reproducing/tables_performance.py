@@ -113,3 +113,11 @@ def test_suite_table(o: Outputs) -> str:
     return md_table(["from a fresh clone", "`make test`, install included", "the tests", "passed", "skipped", "failed"],
                     [[f"{os.cpu_count()} CPU cores", duration(total), duration(float(tests.group(1))) if tests else "n/a",
                       counts.get("passed", "0"), counts.get("skipped", "0"), counts.get("failed", "0")]])
+
+
+def time_to_edit_table(o: Outputs) -> str:
+    """docs/performance.md, from `benchmarks/time_to_edit.py --json` (the last step), formatted
+    by the benchmark's own table writer."""
+    from rledit_ray.time_to_edit import format_table
+
+    return format_table(o.last_json(len(o.table.steps) - 1))
