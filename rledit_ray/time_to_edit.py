@@ -94,15 +94,15 @@ def _summary(rows: list[dict]) -> dict:
 
 
 def format_table(result: dict) -> str:
-    lines = [f"repeats: {result['repeats']}, load {result['load_start']:.2f} at start, {result['load_end']:.2f} at end",
-             "", "| command | median wall s | phases (median s) | forget (test) | retain (test) | meets targets |",
+    lines = ["| command | median wall s | phases (median s) | forget (test) | retain (test) | meets targets |",
              "|---|---|---|---|---|---|"]
     for name, s in result["commands"].items():
         phases = ", ".join(f"{k} {v:.2f}" for k, v in s["phases"].items())
         lines.append(f"| {name} | {s['wall_s']:.2f} | {phases} | {s['forget']:.2%} | {s['retain']:.2%} | "
                      f"{'yes' if s['meets_targets'] else 'no'} |")
     ratio = result["rl_over_neggrad"]
-    lines += ["", f"RL / NegGrad+ (median of the per-repeat ratio of wall times): "
+    lines += ["", f"{result['repeats']} repeats (load {result['load_start']:.2f} at start, {result['load_end']:.2f} "
+                  f"at end); RL / NegGrad+, the median of the per-repeat ratio of wall times: "
                   f"{'n/a (a command missed the targets)' if ratio is None else f'{ratio:.2f}'}"]
     return "\n".join(lines)
 

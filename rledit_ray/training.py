@@ -151,8 +151,10 @@ def _iterate(algo, cfg: RunConfig, strategy, run_dir: Path, progress, resumed: d
     the best so far checkpointed. `resumed`: the checkpoint's resume state, to continue from
     it. Returns (history, best, env steps)."""
     from rledit_ray.agent import deterministic_action, module_from_algo
+    from rledit_ray.agent.serving import policy_spec
 
     history, best, env_steps, ckpt = [], None, 0, run_dir / "checkpoint"
+    spec = policy_spec(module_from_algo(algo))
     first = 1
     if resumed is not None:
         algo.restore_from_path(str(ckpt))
@@ -177,7 +179,7 @@ def _iterate(algo, cfg: RunConfig, strategy, run_dir: Path, progress, resumed: d
             if best is None or score > best["score"]:
                 best = {"score": score, "iteration": it}
                 _save_checkpoint_atomically(algo, ckpt, cfg.model_dump(mode="json"),
-                                            {"history": [*history, row], "best": best, "env_steps": env_steps})
+                                            {"history": [*history, row], "best": best, "env_steps": env_steps}, spec)
         history.append(row)
         board.iteration(row, result)
         bar.update(**{"return": f"{row['episode_return_mean']:+.3f}"})
@@ -212,18 +214,20 @@ def _write_run(run_dir: Path, cfg: RunConfig, world, strategy, metrics: dict, ph
     write_json(run_dir / "metrics.json", metrics)
 
 
-def _save_checkpoint_atomically(algo, path: Path, config_dict: dict, state: dict | None = None) -> None:
+def _save_checkpoint_atomically(algo, path: Path, config_dict: dict, state: dict | None = None,
+                                policy: dict | None = None) -> None:
     """Write to a temporary folder, then swap it in: a kill never leaves a half checkpoint.
     The run config travels inside, so a checkpoint alone is enough for `rledit edit`;
-    `state` (history, best) lets `--resume` continue from it."""
-    from rledit_ray.agent import module_from_algo
-    from rledit_ray.agent.serving import POLICY_SPEC, policy_spec
+    `state` (history, best) lets `--resume` continue from it; `policy` (serving.policy_spec)
+    lets `rledit edit` serve it without RLlib."""
+    from rledit_ray.agent.serving import POLICY_SPEC
     from rledit_ray.editing import CONFIG_NAME
 
     def fill(tmp: Path) -> None:
         algo.save_to_path(str(tmp))
         write_yaml(tmp / CONFIG_NAME, config_dict)
-        write_json(tmp / POLICY_SPEC, policy_spec(module_from_algo(algo)))  # serving without RLlib
+        if policy is not None:
+            write_json(tmp / POLICY_SPEC, policy)  # serving without RLlib
         if state is not None:
             write_json(tmp / RESUME_STATE, state)
 

@@ -378,6 +378,13 @@ def _fake_outputs(name: str, table, root: Path) -> None:
         elif argv[1] == "scripts/hf_target_steps.py":
             stdout = ("classifier: edit classifier, 387 action dims, 4136 reward rows x 53 tokens, split 'memo': "
                       "world 150.5 steps/s, full forward 0.01/s (15050x)\n")
+        elif "benchmarks/time_to_edit.py" in argv:
+            from rledit_ray.time_to_edit import _summary
+
+            rows = {name: [{"wall_s": w, "phases": {"load": 1.0, "train": w - 1.0}, "forget": 0.003, "retain": 0.99}
+                           for w in (12.0, 13.0, 11.0)] for name in ("rl_train", "neggrad_plus", "rl_edit_generalist")}
+            stdout = json.dumps({"repeats": 3, "load_start": 0.5, "load_end": 1.0, "rl_over_neggrad": 0.5,
+                                 "commands": {name: _summary(r) for name, r in rows.items()}, "runs": rows}) + "\n"
         elif "pytest" in argv or argv[0] == "make":
             stdout = "...\n316 passed, 7 skipped in 635.12s (0:10:35)\n"
         (logs / f"step{i:02d}.out").write_text(stdout)

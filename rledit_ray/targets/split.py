@@ -115,7 +115,7 @@ class SequentialSplit(Split):
     def _prefix_key(self, x: torch.Tensor) -> str | None:
         """Fingerprint of the prefix's code, weights and input; None when some module's code has
         no source to read (defined interactively), so its behaviour cannot be keyed."""
-        if not len(self.head):
+        if not isinstance(self.head, nn.Sequential) or not len(self.head):  # an edit of the first stage: no prefix
             return None
         try:
             code = [inspect.getsource(type(m)) for m in self.head.modules() if not type(m).__module__.startswith("torch.")]
