@@ -21,6 +21,7 @@ forever without a word.
 """
 from __future__ import annotations
 
+import importlib
 import logging
 import os
 import signal
@@ -88,7 +89,7 @@ def _bootstrap(address: str) -> tuple[str, int]:
     return host.strip("[]"), int(port)
 
 
-_private: list = []  # holds True once this process has started a private Ray
+_private = threading.Event()  # set once this process has started a private Ray (from any thread)
 _early: dict = {}  # the start_ray_early in flight: {"done": Event, "error": what it raised}
 
 
@@ -145,7 +146,7 @@ def _start_private() -> None:
     ray.init(address="local", include_dashboard=False, log_to_driver=False, logging_level=logging.WARNING,
              object_store_memory=LOCAL_OBJECT_STORE_BYTES, _node_ip_address=LOCAL_NODE_IP,
              _system_config={"prestart_worker_first_driver": False, "enable_worker_prestart": False})
-    _private.append(True)
+    _private.set()
 
 
 def exit_process(code: int) -> None:
@@ -155,8 +156,11 @@ def exit_process(code: int) -> None:
     any) is killed, then os._exit. A joined cluster is left the ordinary way (sys.exit), so
     that it sees the driver go."""
     ray = sys.modules.get("ray")  # not imported: no Ray to end (and no 0.2 s import to pay)
-    if _early or (_private and ray is not None and ray.is_initialized()):  # a start still in flight is ours too
-        import psutil  # Ray's own copy (ray/thirdparty_files), on the path once ray is imported
+    if _early or (_private.is_set() and ray is not None and ray.is_initialized()):  # a start in flight is ours too
+        # psutil is Ray's own copy (ray/thirdparty_files), on the path once ray is imported, and an
+        # early start may still be importing ray: importing it here waits for that import.
+        importlib.import_module("ray")
+        import psutil
 
         for stream in (sys.stdout, sys.stderr):
             stream.flush()

@@ -41,6 +41,11 @@ CHECKPOINT_ERRORS = (OSError, EOFError, pickle.UnpicklingError, ValueError, KeyE
                      ImportError, RuntimeError)
 
 
+def _damaged(ckpt: Path, err: Exception) -> UserError:
+    return UserError(f"checkpoint '{ckpt}' cannot be loaded ({type(err).__name__}: {one_line(err, 120)}): it is "
+                     f"damaged or partial; train the run again")
+
+
 def load_checkpoint_module(ckpt: Path):
     """The policy saved in checkpoint folder `ckpt`; a damaged or partial one is one line."""
     from rledit_ray.agent import load_module
@@ -48,8 +53,7 @@ def load_checkpoint_module(ckpt: Path):
     try:
         return load_module(str(ckpt))
     except CHECKPOINT_ERRORS as err:
-        raise UserError(f"checkpoint '{ckpt}' cannot be loaded ({type(err).__name__}: {one_line(err, 120)}): it is "
-                        f"damaged or partial; train the run again") from None
+        raise _damaged(ckpt, err) from None
 
 
 def checkpoint_policy(ckpt: Path, world):
@@ -64,8 +68,7 @@ def checkpoint_policy(ckpt: Path, world):
             spec = json.loads((ckpt / POLICY_SPEC).read_text(encoding="utf-8"))
             return serving_policy(ckpt, spec, world.action_space.low, world.action_space.high)
     except CHECKPOINT_ERRORS as err:
-        raise UserError(f"checkpoint '{ckpt}' cannot be loaded ({type(err).__name__}: {one_line(err, 120)}): it is "
-                        f"damaged or partial; train the run again") from None
+        raise _damaged(ckpt, err) from None
     from rledit_ray.agent import deterministic_action
 
     module = load_checkpoint_module(ckpt)

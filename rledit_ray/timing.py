@@ -24,6 +24,10 @@ class Phases:
         self.seconds[name] = self.seconds.get(name, 0.0) + now - self._since
         self._since = now
 
+    def total(self) -> float:
+        """Seconds from the start to the end of the last phase."""
+        return sum(self.seconds.values())
+
 
 def rate(run, seconds: float) -> dict[str, float]:
     """Units per second of `run()` (which returns how many units it did), called until at

@@ -92,7 +92,7 @@ def train(cfg: RunConfig, out: str | Path, progress=print, address: str | None =
     `on_iteration(row)` sees each iteration's row (Tune trials report it).
     `parts`: the run's target and task when the caller built them (the Python API and Tune
     trials do)."""
-    started, phases = time.perf_counter(), Phases()
+    phases = Phases()
     # Everything is checked before the first file is written: the output folder, the cluster
     # address, the checkpoint to resume, then (by building the world) data, target, layers and
     # classes, then the resources against the cluster and the agent's settings (by building it).
@@ -122,10 +122,9 @@ def train(cfg: RunConfig, out: str | Path, progress=print, address: str | None =
         algo.stop()
     phases.done("train")
 
-    from rledit_ray.agent import deterministic_action, load_module
+    from rledit_ray.editing import checkpoint_policy
 
-    best_module = load_module(str(run_dir / "checkpoint"))
-    after, final, extra = strategy.after(lambda obs: deterministic_action(best_module, obs))
+    after, final, extra = strategy.after(checkpoint_policy(run_dir / "checkpoint", world))
     phases.done("after")
     metrics = {
         "task": cfg.task, "world": cfg.world, "seed": cfg.seed, "dataset": cfg.dataset,
@@ -136,9 +135,8 @@ def train(cfg: RunConfig, out: str | Path, progress=print, address: str | None =
         "final_selection_score": world.task.selection_score(after),
         "final_reward_terms": dict(final),
         "env_steps": env_steps, "iterations": len(history), "best_iteration": best["iteration"],
-        "wall_time_s": time.perf_counter() - started,
+        "wall_time_s": phases.total(),  # and again once the files are written (_write_run)
         "target": world.target_metadata, "history": history, **extra,
-        "phase_seconds": phases.seconds,
     }
     _write_run(run_dir, cfg, world, strategy, metrics, phases)
     progress(f"after: {world.task.summary(after)} | "
@@ -210,7 +208,7 @@ def _write_run(run_dir: Path, cfg: RunConfig, world, strategy, metrics: dict, ph
                      forgotten=forgotten_classes(world, cfg))
     TensorBoardLog(run_dir / "tb").final(metrics["after"], metrics["env_steps"])
     phases.done("write")
-    metrics["wall_time_s"] = sum(phases.seconds.values())
+    metrics.update(phase_seconds=dict(phases.seconds), wall_time_s=phases.total())
     write_json(run_dir / "metrics.json", metrics)
 
 

@@ -39,7 +39,7 @@ from ray.rllib.core.rl_module.torch import TorchRLModule
 from ray.rllib.utils.annotations import override
 from torch import nn
 
-from rledit_ray.agent.nets import DEFAULT_HIDDEN, DEFAULT_INITIAL_LOG_STD, FactorHead, FactorizedNet, factor_sizes
+from rledit_ray.agent.nets import FactorHead, FactorizedNet, factor_sizes
 
 __all__ = ["FactorizedPPOModule", "ModeFreeTrain", "factor_sizes"]
 # Layers whose forward pass is the same in training and eval mode (see FactorizedPPOModule.train).
@@ -78,14 +78,10 @@ class FactorizedPPOModule(ModeFreeTrain, FactorizedNet, TorchRLModule, Inference
 
     @override(TorchRLModule)
     def setup(self):
-        cfg = dict(self.model_config or {})
-        if "factor_layout" not in cfg:
-            raise ValueError("FactorizedPPOModule needs model_config['factor_layout'].")
         if not isinstance(self.action_space, gym.spaces.Box):
             raise ValueError(f"Need a Box action space, got {self.action_space}.")
-        self.build_networks(int(np.prod(self.observation_space.shape)), int(np.prod(self.action_space.shape)),
-                            cfg["factor_layout"], cfg.get("hidden", DEFAULT_HIDDEN), cfg.get("vf_hidden"),
-                            float(cfg.get("initial_log_std", DEFAULT_INITIAL_LOG_STD)))
+        self.build_networks(dict(self.model_config or {}), int(np.prod(self.observation_space.shape)),
+                            int(np.prod(self.action_space.shape)))
         self.refuse_mode_dependent_layers()
 
     @override(InferenceOnlyAPI)

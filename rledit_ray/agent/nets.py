@@ -68,21 +68,23 @@ class FactorizedNet:
     """A trunk MLP, one FactorHead per edited layer, a free log-std per action dim, and a
     separate value MLP (mixin for an nn.Module)."""
 
-    def build_networks(self, obs_dim: int, action_dim: int, factor_layout: Sequence[Dict[str, Any]],
-                       hidden: Sequence[int] = DEFAULT_HIDDEN, vf_hidden: Sequence[int] | None = None,
-                       initial_log_std: float = DEFAULT_INITIAL_LOG_STD) -> None:
-        self.factor_layout = [dict(layer) for layer in factor_layout]
+    def build_networks(self, model_config: Dict[str, Any], obs_dim: int, action_dim: int) -> None:
+        """The networks of RLlib's `model_config` (the keys FactorizedPPOModule documents)."""
+        if "factor_layout" not in model_config:
+            raise ValueError("FactorizedPPOModule needs model_config['factor_layout'].")
+        self.factor_layout = [dict(layer) for layer in model_config["factor_layout"]]
         if sum(factor_sizes(self.factor_layout)) != action_dim:
             raise ValueError(f"factor_layout {self.factor_layout} packs {sum(factor_sizes(self.factor_layout))} "
                              f"values, but the action space has {action_dim}.")
-        hidden = list(hidden)
-        vf_hidden = hidden if vf_hidden is None else list(vf_hidden)
+        hidden = list(model_config.get("hidden", DEFAULT_HIDDEN))
+        vf_hidden = hidden if model_config.get("vf_hidden") is None else list(model_config["vf_hidden"])
+        initial_log_std = float(model_config.get("initial_log_std", DEFAULT_INITIAL_LOG_STD))
         self.trunk = mlp(obs_dim, hidden)
         feat_dim = hidden[-1] if hidden else obs_dim
         # ModuleList, not ModuleDict: layer names like "fc2.weight" are not valid keys.
         self.heads = nn.ModuleList(FactorHead(feat_dim, int(layer["m"]), int(layer["n"]), int(layer["rank"]))
                                    for layer in self.factor_layout)
-        self.log_std = nn.Parameter(torch.full((action_dim,), float(initial_log_std)))
+        self.log_std = nn.Parameter(torch.full((action_dim,), initial_log_std))
         self.value_net = nn.Sequential(mlp(obs_dim, vf_hidden),
                                        small_linear(vf_hidden[-1] if vf_hidden else obs_dim, 1, VALUE_INIT_STD))
 
@@ -109,15 +111,20 @@ class RowwiseNet:
     head on pooled rows, and one free log-std per factor and rank component (mixin for an
     nn.Module; rowwise.py says why)."""
 
-    def build_networks(self, layout: Dict[str, int], rank: int, action_dim: int,
-                       hidden: Sequence[int] | None = None, initial_log_std: float = DEFAULT_INITIAL_LOG_STD) -> None:
-        self.layout = {k: int(v) for k, v in dict(layout).items()}
-        self.rank = r = int(rank)
+    def build_networks(self, model_config: Dict[str, Any], obs_dim: int, action_dim: int) -> None:
+        """The networks of RLlib's `model_config` (the keys RowwisePPOModule documents); the
+        observation's layout comes from model_config["obs_layout"], not from `obs_dim`."""
+        for key in ("obs_layout", "rank"):
+            if key not in model_config:
+                raise ValueError(f"RowwisePPOModule needs model_config['{key}'].")
+        self.layout = {k: int(v) for k, v in dict(model_config["obs_layout"]).items()}
+        self.rank = r = int(model_config["rank"])
         m, n = self.layout["m"], self.layout["n"]
         if action_dim != (m + n) * r:
             raise ValueError(f"obs_layout (m={m}, n={n}) at rank {r} packs {(m + n) * r} action values, "
                              f"but the action space has {action_dim}.")
-        hidden = list(hidden or [DEFAULT_ROW_WIDTH, DEFAULT_ROW_WIDTH])
+        hidden = list(model_config.get("hidden") or [DEFAULT_ROW_WIDTH, DEFAULT_ROW_WIDTH])
+        initial_log_std = float(model_config.get("initial_log_std", DEFAULT_INITIAL_LOG_STD))
         width = hidden[-1]
         fr, fc = self.layout["row_features"], self.layout["col_features"]
         ch, g = self.layout["matrix_channels"], self.layout["globals"]
@@ -127,8 +134,8 @@ class RowwiseNet:
         # Per column j and rank component: attended weights (ch), column stats (fc), context.
         self.v_net = nn.Sequential(mlp(ch + fc + 2 * width, [width, width]), small_linear(width, 1, HEAD_INIT_STD))
         self.value_net = nn.Sequential(mlp(2 * width + g, [width, width]), small_linear(width, 1, VALUE_INIT_STD))
-        self.log_std_u = nn.Parameter(torch.full((r,), float(initial_log_std)))
-        self.log_std_v = nn.Parameter(torch.full((r,), float(initial_log_std)))
+        self.log_std_u = nn.Parameter(torch.full((r,), initial_log_std))
+        self.log_std_v = nn.Parameter(torch.full((r,), initial_log_std))
 
     def encode(self, obs: torch.Tensor):
         parts = unpack_observation(obs.reshape(obs.shape[0], -1).float(), self.layout)

@@ -33,7 +33,7 @@ from ray.rllib.core.rl_module.torch import TorchRLModule
 from ray.rllib.utils.annotations import override
 
 from rledit_ray.agent.module import ModeFreeTrain
-from rledit_ray.agent.nets import DEFAULT_INITIAL_LOG_STD, RowwiseNet
+from rledit_ray.agent.nets import RowwiseNet
 
 
 class RowwisePPOModule(ModeFreeTrain, RowwiseNet, TorchRLModule, InferenceOnlyAPI, ValueFunctionAPI):
@@ -43,14 +43,10 @@ class RowwisePPOModule(ModeFreeTrain, RowwiseNet, TorchRLModule, InferenceOnlyAP
 
     @override(TorchRLModule)
     def setup(self):
-        cfg = dict(self.model_config or {})
-        for key in ("obs_layout", "rank"):
-            if key not in cfg:
-                raise ValueError(f"RowwisePPOModule needs model_config['{key}'].")
         if not isinstance(self.action_space, gym.spaces.Box):
             raise ValueError(f"Need a Box action space, got {self.action_space}.")
-        self.build_networks(cfg["obs_layout"], cfg["rank"], int(np.prod(self.action_space.shape)), cfg.get("hidden"),
-                            float(cfg.get("initial_log_std", DEFAULT_INITIAL_LOG_STD)))
+        self.build_networks(dict(self.model_config or {}), int(np.prod(self.observation_space.shape)),
+                            int(np.prod(self.action_space.shape)))
         self.refuse_mode_dependent_layers()
 
     @override(InferenceOnlyAPI)

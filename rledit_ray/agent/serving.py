@@ -18,7 +18,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from rledit_ray.agent.nets import DEFAULT_INITIAL_LOG_STD, FactorizedNet, RowwiseNet
+from rledit_ray.agent.nets import FactorizedNet, RowwiseNet
 
 POLICY_SPEC = "rledit_policy.json"
 # Where Algorithm.save_to_path() puts the learner's module weights in ray 2.60.
@@ -26,18 +26,15 @@ MODULE_STATE = Path("learner_group", "learner", "rl_module", "default_policy", "
 
 
 class FactorizedPolicy(FactorizedNet, nn.Module):
-    def __init__(self, obs_dim: int, action_dim: int, model_config: dict):
+    def __init__(self, model_config: dict, obs_dim: int, action_dim: int):
         nn.Module.__init__(self)
-        self.build_networks(obs_dim, action_dim, model_config["factor_layout"], model_config.get("hidden") or (64, 64),
-                            model_config.get("vf_hidden"),
-                            model_config.get("initial_log_std", DEFAULT_INITIAL_LOG_STD))
+        self.build_networks(model_config, obs_dim, action_dim)
 
 
 class RowwisePolicy(RowwiseNet, nn.Module):
-    def __init__(self, obs_dim: int, action_dim: int, model_config: dict):
+    def __init__(self, model_config: dict, obs_dim: int, action_dim: int):
         nn.Module.__init__(self)
-        self.build_networks(model_config["obs_layout"], model_config["rank"], action_dim, model_config.get("hidden"),
-                            model_config.get("initial_log_std", DEFAULT_INITIAL_LOG_STD))
+        self.build_networks(model_config, obs_dim, action_dim)
 
 
 NETWORKS = {"factorized": FactorizedPolicy, "rowwise": RowwisePolicy}
@@ -57,7 +54,7 @@ def load_policy(ckpt: Path, spec: dict, low, high) -> Callable[[np.ndarray], np.
     checkpoint raises (OSError, pickle errors, KeyError, RuntimeError on a shape mismatch)."""
     with open(Path(ckpt) / MODULE_STATE, "rb") as f:
         state = pickle.load(f)
-    net = NETWORKS[spec["network"]](int(spec["obs_dim"]), int(spec["action_dim"]), spec["model_config"])
+    net = NETWORKS[spec["network"]](spec["model_config"], int(spec["obs_dim"]), int(spec["action_dim"]))
     net.load_state_dict({name: torch.as_tensor(np.asarray(value)) for name, value in state.items()})
     net.eval()
 
