@@ -87,7 +87,8 @@ def _parser() -> argparse.ArgumentParser:
                         "flip a weight's sign)")
     t.add_argument("--mask-update", help="multiplicative (default) or additive: how MaskWorld's actions change the mask")
     t.add_argument("--episode-length", type=int)
-    t.add_argument("--iterations", type=int, help="PPO iterations (upper bound; stops early on target)")
+    t.add_argument("--algorithm", help="ppo (default) or es: evolution strategies, for wide layers such as fc1")
+    t.add_argument("--iterations", type=int, help="training iterations (upper bound; stops early on target)")
     t.add_argument("--env-runners", type=int, help="remote EnvRunners (0 = sample in the driver)")
     t.add_argument("--out", help="run directory (default runs/<task>-<dataset>-<world>-seed<S>-<time>)")
     t.add_argument("--address", help=ADDRESS_HELP)
@@ -153,7 +154,8 @@ def _overrides(args: argparse.Namespace) -> dict:
             "hf_model": "target.hf", "mean": "target.mean", "std": "target.std", "image_size": "target.image_size",
             "seed": "seed", "world": "world", "edit": "edit", "rank": "rank", "mask_bounds": "mask_bounds",
             "mask_update": "mask_update", "episode_length": "episode_length",
-            "iterations": "training.iterations", "env_runners": "agent.num_env_runners"}
+            "iterations": "training.iterations", "env_runners": "agent.num_env_runners",
+            "algorithm": "agent.algorithm"}
     return {dst: getattr(args, src) for src, dst in keys.items() if getattr(args, src, None) is not None}
 
 

@@ -49,4 +49,12 @@ AGENT = {
     "num_epochs": 10,
     "hidden": (64, 64),
     "initial_log_std": -0.7,  # std ~0.5: explores a good part of [-1, 1] at start
+    # "ppo", or "es" (agent/es.py: evolution strategies, for wide layers). ES's settings:
+    # candidates per iteration (antithetic pairs), perturbation scale in action units, Adam's
+    # step on the action offsets (docs/optimisers.md).
+    "algorithm": "ppo",
+    "ppo_logp": "sum",  # PPO's ratio over the joint log-prob ("sum") or the per-dim mean ("mean")
+    "es_population": 32,
+    "es_sigma": 0.1,
+    "es_lr": 0.05,
 }

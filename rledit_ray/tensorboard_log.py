@@ -7,7 +7,8 @@ Per iteration, at step = env steps sampled so far (RLlib's x axis):
 - `validation/`: the task's validation metrics and the checkpoint-selection score, on the
   iterations that evaluate;
 - `learner/`: RLlib's learner statistics of the policy (policy and value loss, explained
-  variance, KL, entropy, and the clip fraction and |log ratio| EditPPOLearner logs);
+  variance, KL, entropy, and the clip fraction and |log ratio| EditPPOLearner logs; under ES
+  (agent/es.py) the spread of the population's returns and the RMS step of the action offsets);
 - `env_runners/`: episode return spread and length, sampling seconds.
 After the run, `test/` holds the chosen policy's final metrics at the last step.
 
@@ -29,7 +30,8 @@ from rledit_ray.atomic import write_bytes
 PREFIX = "events.out.tfevents."
 AXES = ("iteration", "env_steps")  # the row's own counters: x axes, not curves
 LEARNER_KEYS = ("policy_loss", "vf_loss", "vf_loss_unclipped", "vf_explained_var", "mean_kl_loss", "curr_kl_coeff",
-                "entropy", "clip_fraction", "mean_abs_log_ratio", "total_loss", "default_optimizer_learning_rate")
+                "entropy", "clip_fraction", "mean_abs_log_ratio", "total_loss", "default_optimizer_learning_rate",
+                "es_fitness_std", "es_step_rms")
 ENV_RUNNER_KEYS = ("episode_return_min", "episode_return_max", "episode_len_mean", "num_episodes", "sample")
 TRAIN_KEYS = ("episode_return_mean", "env_steps_per_s")
 

@@ -16,7 +16,8 @@ For ratios inside [1 - clip, dual_clip] the loss equals RLlib's.
 
 `EditPPOLearner.compute_loss_for_module` is a copy of ray 2.60.0's
 `PPOTorchLearner.compute_loss_for_module` (ray/rllib/algorithms/ppo/torch/ppo_torch_learner.py)
-with the surrogate line replaced and two metrics added; value loss, entropy and KL are
+with the surrogate line replaced (and, under `agent.ppo_logp: mean`, its log-probs averaged
+over the action's dims), two metrics added; value loss, entropy and KL are
 RLlib's, unchanged. RLlib offers no narrower hook (the surrogate is inline in that method).
 `RLLIB_LOSS_FINGERPRINT` is a hash of the copied method's source, and a test fails when the
 installed RLlib's differs: then re-read RLlib's loss and carry its changes over.
@@ -68,6 +69,12 @@ def dual_clip_surrogate(
     return torch.where(advantages < 0, torch.max(clipped, dual_clip * advantages), clipped)
 
 
+def per_dim_mean(logp_new: torch.Tensor, logp_old: torch.Tensor, dims: int):
+    """The log-probs whose ratio is the per-dim mean one (DDPO's choice for wide actions): a
+    step that moves every dim a little no longer multiplies into a huge joint ratio."""
+    return logp_new / dims, logp_old / dims
+
+
 class EditPPOLearner(PPOTorchLearner):
     """PPOTorchLearner whose policy loss is `dual_clip_surrogate`; logs the clip fraction too."""
 
@@ -86,6 +93,8 @@ class EditPPOLearner(PPOTorchLearner):
         logp_new = curr_dist.logp(batch[Columns.ACTIONS])
         logp_old = batch[Columns.ACTION_LOGP]
         advantages = batch[Postprocessing.ADVANTAGES]
+        if config.learner_config_dict.get("ppo_logp") == "mean":
+            logp_new, logp_old = per_dim_mean(logp_new, logp_old, batch[Columns.ACTIONS].shape[-1])
         surrogate = dual_clip_surrogate(logp_new, logp_old, advantages, config.clip_param)
 
         if config.use_kl_loss:

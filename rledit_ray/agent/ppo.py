@@ -27,14 +27,17 @@ from ray.rllib.core.rl_module.rl_module import RLModuleSpec
 from ray.tune.registry import register_env
 
 from rledit_ray import defaults as D
+from rledit_ray.agent.es import EditES
 from rledit_ray.agent.learner import EditPPOLearner
 from rledit_ray.agent.module import FactorizedPPOModule
+from rledit_ray.agent.nets import factor_sizes
 from rledit_ray.agent.rowwise import RowwisePPOModule
 from rledit_ray.errors import UserError
 
 logger = logging.getLogger(__name__)
 A = D.AGENT
 MODULES = {"factorized": FactorizedPPOModule, "rowwise": RowwisePPOModule}
+ALGORITHMS = ("ppo", "es")
 
 
 @dataclasses.dataclass
@@ -69,6 +72,11 @@ class AgentSettings:
     # "factorized" (module.py, any observation) or "rowwise" (rowwise.py: needs the world's
     # row-wise observation and env_config["obs_layout"]; serves unseen requests).
     module: str = "factorized"
+    algorithm: str = A["algorithm"]  # "ppo" or "es" (es.py)
+    ppo_logp: str = A["ppo_logp"]  # "sum" (the joint log-prob) or "mean" over dims (learner.py)
+    es_population: int = A["es_population"]
+    es_sigma: float = A["es_sigma"]
+    es_lr: float = A["es_lr"]
 
 
 def gpus_available() -> bool:
@@ -159,8 +167,15 @@ def build_ppo_config(
             raise UserError("the rowwise module needs the world's row-wise observation: configure a generalist: section")
         model_config["obs_layout"] = dict(env_config["obs_layout"])
         model_config["rank"] = int(env_config["factor_layout"][0]["rank"])
+    if s.algorithm not in ALGORITHMS:
+        raise UserError(f"unknown agent algorithm '{s.algorithm}': choose {' or '.join(ALGORITHMS)}")
+    es = s.algorithm == "es"
+    if es and s.module != "factorized":
+        raise UserError("agent.algorithm es searches one request's edit: a generalist (row-wise policy) trains with ppo")
+    if es and (s.es_population < 2 or s.es_population % 2):
+        raise UserError(f"agent.es_population must be an even number >= 2 (antithetic pairs), got {s.es_population}")
     return (
-        PPOConfig()
+        PPOConfig(algo_class=EditES if es else None)
         .environment(env_id, env_config=env_config)
         .env_runners(
             num_env_runners=s.num_env_runners,
@@ -178,7 +193,11 @@ def build_ppo_config(
             learner_class=EditPPOLearner,
         )
         .training(
-            lr=s.lr,
+            # ES steps the action offsets with the learner's optimiser at its own rate.
+            lr=s.es_lr if es else s.lr,
+            learner_config_dict={"es": {
+                "population": s.es_population, "sigma": s.es_sigma, "seed": s.seed,
+                "action_dims": sum(factor_sizes(env_config["factor_layout"]))}} if es else {"ppo_logp": s.ppo_logp},
             gamma=s.gamma,
             lambda_=s.lambda_,
             clip_param=s.clip_param,

@@ -12,7 +12,7 @@ from .tables_byo import byo_bench_table, byo_table, mask_settings_table, transfo
 from .tables_generalist import generalist_table, requests_table, serve_timing_table
 from .tables_performance import bench_table, test_suite_table, time_to_edit_table, world_only_table
 from .tables_sweeps import BIAS_SWEEP, UNLEARNING_SWEEP, sweep_table
-from .tables_unlearning import comparison_md, unlearning_runs_table
+from .tables_unlearning import comparison_md, optimiser_table, unlearning_runs_table
 
 
 # ---------------------------------------------------------------------------- docs/results.md, docs/baselines.md
@@ -33,6 +33,26 @@ def _unlearning() -> dict[str, Table]:
             f"rledit compare --task bias --seeds 3 --out {out_dir('baselines-bias')}", run=out_dir("baselines-bias")),),
             comparison_md, 70),
     }
+
+
+# ---------------------------------------------------------------------------- docs/deep-edits.md
+OPTIMISER_RUNS = (  # (name, flags, label "optimiser|layer (action dims)|world"); seeds 0-2 each
+    ("ppo-fc2", "", "PPO (the default)|fc2 (139)|mask"),
+    ("es-fc2", "--algorithm es", "ES|fc2 (139)|mask"),
+    ("ppo-fc1", "--layer fc1 --iterations 25", "PPO|fc1 (1,697)|mask"),
+    ("ppo-mean-fc1", "--config {out}/ppo-mean.yaml --layer fc1 --iterations 25",
+     "PPO, per-dim mean log-prob|fc1 (1,697)|mask"),
+    ("es-fc1", "--layer fc1 --algorithm es", "ES|fc1 (1,697)|mask"),
+    ("es-fc1-shift", "--layer fc1 --algorithm es --world shift", "ES|fc1 (1,697)|shift"),
+)
+
+
+def _deep_edits() -> dict[str, Table]:
+    out = out_dir("optimisers")
+    steps = tuple(train(f"{out}/{name}-seed{s}", f"{flags.format(out=out)} --seed {s}", label)
+                  for name, flags, label in OPTIMISER_RUNS for s in (0, 1, 2))
+    return {"optimisers": Table("docs/deep-edits.md", steps, optimiser_table, 16,
+                                files={"ppo-mean.yaml": lambda: "agent: {ppo_logp: mean}\n"})}
 
 
 # ---------------------------------------------------------------------------- docs/bias.md
@@ -203,4 +223,4 @@ def _byo() -> dict[str, Table]:
     }
 
 
-TABLES = {**_unlearning(), **_bias(), **_generalist(), **_sweeps(), **_performance(), **_byo()}
+TABLES = {**_unlearning(), **_deep_edits(), **_bias(), **_generalist(), **_sweeps(), **_performance(), **_byo()}

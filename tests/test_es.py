@@ -1,0 +1,105 @@
+"""Evolution strategies (agent/es.py): the estimator, and whole runs on real Ray EnvRunners."""
+import json
+
+import numpy as np
+import pytest
+import yaml
+from conftest import FAST_DIGITS
+
+from rledit_ray.agent.es import centred_ranks, es_gradient
+from rledit_ray.cli import main
+
+# ES on digits' hidden layer (64 x 257 with its bias: 321 action dims), small populations.
+FAST_ES = {**FAST_DIGITS, "edit": ["fc1"],
+           "agent": {"algorithm": "es", "es_population": 6, "num_envs_per_env_runner": 2},
+           "training": {"iterations": 2, "stop_forget_acc": None, "stop_retain_acc": None}}
+
+
+def test_centred_ranks_ignore_the_returns_scale():
+    returns = np.array([3.0, -1.0, 10.0, 0.5])
+    ranks = centred_ranks(returns)
+    assert ranks == pytest.approx([1 / 6, -0.5, 0.5, -1 / 6])  # ranks 2, 0, 3, 1 of 0..3
+    assert np.array_equal(centred_ranks(100 * returns - 7), ranks)
+
+
+def test_es_gradient_points_uphill():
+    """On -|theta - goal|^2 the antithetic estimate agrees with the true gradient's direction."""
+    rng = np.random.default_rng(0)
+    theta, goal, sigma = np.zeros(20), rng.standard_normal(20), 0.1
+    directions = rng.standard_normal((64, 20))
+
+    def returns(sign):
+        return np.array([-np.sum((theta + sign * sigma * e - goal) ** 2) for e in directions])
+
+    g = es_gradient(directions, returns(+1), returns(-1), sigma)
+    true = goal - theta
+    assert g @ true / (np.linalg.norm(g) * np.linalg.norm(true)) > 0.7
+    assert es_gradient(directions, returns(-1), returns(+1), sigma) @ true < 0  # and the sign matters
+
+
+@pytest.fixture(scope="module")
+def es_run(tmp_path_factory, ray_local):
+    """Two ES iterations on a remote EnvRunner with two sub-envs (6 candidates: 3 batches)."""
+    root = tmp_path_factory.mktemp("es")
+    (root / "es.yaml").write_text(yaml.safe_dump(FAST_ES))
+    run = root / "run"
+    assert main(["train", "--config", str(root / "es.yaml"), "--out", str(run), "--env-runners", "1"]) == 0
+    return run
+
+
+def test_an_es_run_counts_every_candidate_episode(es_run):
+    m = json.loads((es_run / "metrics.json").read_text())
+    cfg = yaml.safe_load((es_run / "config.yaml").read_text())
+    assert cfg["agent"]["algorithm"] == "es"
+    per_iteration = 6 * m["episode_length"]  # every candidate runs one whole episode
+    assert [h["env_steps"] for h in m["history"]] == [per_iteration, 2 * per_iteration]
+    assert all(np.isfinite(h["episode_return_mean"]) for h in m["history"])
+
+
+def test_an_es_checkpoint_serves_its_edit_exactly(es_run, tmp_path):
+    out = tmp_path / "edited"
+    assert main(["edit", "--checkpoint", str(es_run), "--out", str(out)]) == 0
+    replay = json.loads((out / "metrics.json").read_text())["after"]
+    assert replay == pytest.approx(json.loads((es_run / "metrics.json").read_text())["after"])
+
+
+def test_an_es_run_logs_its_search_to_tensorboard(es_run):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    board = EventAccumulator(str(es_run / "tb")).Reload()
+    assert {"learner/es_fitness_std", "learner/es_step_rms"} <= set(board.Tags()["scalars"])
+    steps = board.Scalars("learner/es_step_rms")
+    assert all(s.value > 0 for s in steps)  # theta moved every iteration
+
+
+@pytest.mark.slow
+def test_es_forgets_through_the_hidden_layer(tmp_path, ray_local):
+    """The point of ES: digits' fc1 edit is learned (PPO's ratio over 321 dims struggles)."""
+    cfg = {**FAST_ES, "samples": {"per_set": 128}, "agent": {"algorithm": "es"},
+           "training": {"iterations": 20, "stop_forget_acc": 0.0, "stop_retain_acc": 0.95}}
+    (tmp_path / "es.yaml").write_text(yaml.safe_dump(cfg))
+    assert main(["train", "--config", str(tmp_path / "es.yaml"), "--out", str(tmp_path / "run")]) == 0
+    m = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    before, after = m["before"], m["after"]
+    assert after["forget_acc"] <= 0.5 * before["forget_acc"], (before, after)
+    assert after["retain_acc"] >= before["retain_acc"] - 0.05, (before, after)
+
+
+@pytest.mark.parametrize("agent, message", [
+    ({"algorithm": "es", "es_population": 5}, "es_population"),
+    ({"algorithm": "sgd"}, "algorithm"),
+])
+def test_bad_es_settings_get_one_line(agent, message, tmp_path, capsys):
+    (tmp_path / "bad.yaml").write_text(yaml.safe_dump({**FAST_DIGITS, "agent": agent}))
+    assert main(["train", "--config", str(tmp_path / "bad.yaml"), "--out", str(tmp_path / "run")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert message in err and "\n" not in err and not (tmp_path / "run").exists()
+
+
+def test_a_generalist_with_es_is_refused(tmp_path, capsys, ray_local):
+    from conftest import FAST_GENERALIST
+
+    (tmp_path / "g.yaml").write_text(yaml.safe_dump({**FAST_GENERALIST, "agent": {"algorithm": "es"}}))
+    assert main(["train", "--config", str(tmp_path / "g.yaml"), "--out", str(tmp_path / "run")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "generalist" in err and "ppo" in err and not (tmp_path / "run").exists()
