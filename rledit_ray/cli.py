@@ -120,7 +120,8 @@ def _parser() -> argparse.ArgumentParser:
     c = sub.add_parser("compare", help="RL edits and hand-designed baselines side by side (comparison.csv/md/png)")
     _add_run_flags(c)
     c.add_argument("--methods", nargs="+", help="method names (default: original, every baseline of the task, "
-                   "rl_mask, rl_shift, and for unlearning rl_mask_fc1); rl_<world>_<layer> edits that layer")
+                   "rl_mask, rl_shift, and for unlearning rl_mask_fc1, es_mask_fc1, es_shift_fc1); rl_<world>_<layer> "
+                        "edits that layer, es_<world>[_<layer>] trains with --algorithm es")
     c.add_argument("--layer", action="append", default=[], help="also run rl_mask_<LAYER> (repeatable)")
     c.add_argument("--seeds", type=int, default=3, help="number of seeds (default 3)")
     c.add_argument("--first-seed", type=int, default=0,

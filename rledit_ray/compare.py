@@ -6,7 +6,8 @@ by the same code (rledit_ray/evaluation.py). Method names:
 - the task's baselines by their registry names (rledit_ray/baselines: retrain, finetune, ...
   for unlearning; reweighted_finetune, leace for bias);
 - `rl_<world>` (rl_mask, rl_shift): an RL policy trained with `rledit train` on the task's
-  default layer; `rl_<world>_<layer>` (e.g. rl_mask_fc1) edits that layer instead.
+  default layer; `rl_<world>_<layer>` (e.g. rl_mask_fc1) edits that layer instead;
+  `es_<world>[_<layer>]` the same trained with evolution strategies (`--algorithm es`).
 
 The output folder holds one JSON per (method, seed) under rows/ (written as each finishes, so
 an interrupted comparison resumes where it stopped), the RL run directories under runs/, and
@@ -54,7 +55,8 @@ class CompareSpec:
 
 SPECS = {
     "unlearning": CompareSpec(
-        default_methods=("original", *baselines_for("unlearning"), "rl_mask", "rl_shift", "rl_mask_fc1"),
+        default_methods=("original", *baselines_for("unlearning"), "rl_mask", "rl_shift", "rl_mask_fc1",
+                         "es_mask_fc1", "es_shift_fc1"),
         columns=(
             ("ua", "UA (1 - forget train acc)", True),
             ("retain_train_acc", "RA (retain train acc)", True),
@@ -62,6 +64,7 @@ SPECS = {
             ("forget_acc", "forget test acc", True),
             ("mia_efficacy", "MIA efficacy", True),
             ("probe_acc", "probe recovery", True),
+            ("relearn_steps", "relearn steps", False),
             ("gap_to_retrain", "avg gap to retrain", True),
             ("time_s", "time (s)", False),
         ),
@@ -71,7 +74,9 @@ SPECS = {
              "UA/RA/forget on the fit pool's forget/retain sets, TA and forget test acc on held-out test images; "
              "MIA efficacy: share of the forget set a confidence attack calls non-member (retrain ~100); "
              "probe recovery: balanced test accuracy of a linear probe for the forgotten class on the "
-             "penultimate features (50 = gone); gap: mean |UA, RA, TA, MIA - retrain's| for the same seed. "
+             "penultimate features (50 = gone; for an fc1 edit the features after the edited layer); relearn steps: "
+             "full-batch SGD steps (lr 1e-4, 64 forget-set images, every weight) until forget test acc passes "
+             "50% again (201 = not within 200); gap: mean |UA, RA, TA, MIA - retrain's| for the same seed. "
              "RL time is the whole `rledit train` run (PPO training plus its evaluations).",
         summary=lambda r: (f"forget train {r['forget_train_acc']:.2%} test {r['forget_acc']:.2%} | "
                            f"retain test {r['retain_acc']:.2%} | MIA {r['mia_efficacy']:.2%} | "
@@ -121,13 +126,14 @@ def check_methods(methods: list[str], task: str = "unlearning") -> list[str]:
     for m in methods:
         if m != "original" and m not in baselines and not RL_PATTERN.match(m):
             raise UserError(f"unknown method '{m}' for --task {task}: choose original, {', '.join(baselines)}, "
-                            f"rl_mask, rl_shift or rl_<world>_<layer>")
+                            f"rl_mask, rl_shift, rl_<world>_<layer> or es_<world>[_<layer>]")
     return list(dict.fromkeys(methods))
 
 
 def rl_config(base: dict, method: str, seed: int, iterations: int | None):
-    world, layer = RL_PATTERN.match(method).groups()
+    algorithm, world, layer = RL_PATTERN.match(method).groups()
     over = {"world": world, "seed": seed, **({"edit": [layer]} if layer else {}),
+            **({"agent.algorithm": "es"} if algorithm == "es" else {}),
             **({"training.iterations": iterations} if iterations else {})}
     return build_config(with_overrides(base, over), where=f"config of {method}")
 

@@ -15,7 +15,8 @@ from rledit_ray.errors import UserError
 from rledit_ray.outputs import read_run_metrics
 from rledit_ray.worlds.layers import resolve_edit_layers
 
-RL_PATTERN = re.compile(r"^rl_(mask|shift)(?:_(\w+))?$")
+# rl_<world>[_<layer>]: `rledit train` with PPO; es_<world>[_<layer>]: with --algorithm es.
+RL_PATTERN = re.compile(r"^(rl|es)_(mask|shift)(?:_(\w+))?$")
 SETTINGS_FILE = "compare_settings.json"
 MAX_SEED = 2**32 - 1  # seeds go to numpy and torch
 
@@ -45,6 +46,9 @@ def check_reused_run(run: str, method: str, cfg, target) -> None:
     for key in ("task", "dataset", "forget_classes", "world"):
         if key in metrics and metrics[key] != getattr(cfg, key):
             raise UserError(f"run '{run}' has {key}={metrics[key]}, the comparison needs {getattr(cfg, key)}")
+    if metrics.get("algorithm", "ppo") != cfg.agent.algorithm:
+        raise UserError(f"run '{run}' trained with {metrics.get('algorithm', 'ppo')}, the row {method} with "
+                        f"{cfg.agent.algorithm}")
     layers = [layer.param_names for layer in resolve_edit_layers(target, cfg.edit)]
     edited = [layer.param_names for layer in resolve_edit_layers(target, metrics.get("edit", []))]
     if edited != layers:

@@ -14,6 +14,10 @@ Metric names follow the project's (fractions, not percent):
   the last nn.Linear) trained on the fit pool to tell the forgotten class from the rest,
   balanced accuracy on test. 0.5 = gone from the representation; a head-only edit leaves
   it near the original's, whatever its forget accuracy says;
+- relearn_steps: fine-tuning steps (full-batch SGD at RELEARN_LR on RELEARN_IMAGES forget-set
+  images of the fit pool, every weight) until the forget test accuracy passes 50% again; 0 when it
+  already does, RELEARN_MAX_STEPS + 1 when it does not within the budget. An edit that only hides
+  the class at the output relearns in a step or two; retraining from scratch is the reference;
 - gap_to_retrain: mean |x - x_retrain| over UA, RA, TA and MIA (lower = closer to the gold standard).
 
 Bias (`evaluate_bias`, on the held-out test split only): every metric of the bias task's report
@@ -44,6 +48,9 @@ SUBSET_SEED = 4321
 MIA_ROWS = 2000
 PROBE_ROWS = 3000
 GAP_KEYS = ("ua", "retain_train_acc", "retain_acc", "mia_efficacy")
+RELEARN_IMAGES = 64
+RELEARN_LR = 0.0001
+RELEARN_MAX_STEPS = 200
 
 
 def forward(model: nn.Module, data: LabeledSet, batch: int = 2048) -> tuple[torch.Tensor, torch.Tensor]:
@@ -116,7 +123,37 @@ def evaluate_unlearning(model: nn.Module, splits: UnlearningSplits, seed: int = 
     out["probe_acc"] = probe_accuracy(
         np.concatenate([f_tr, r_tr]), np.r_[np.ones(len(f_tr)), np.zeros(len(r_tr))],
         np.concatenate([f_te, r_te]), np.r_[np.ones(len(f_te)), np.zeros(len(r_te))], seed)
+    out["relearn_steps"] = relearn_steps(model, splits.forget_train, splits.forget_test, seed)
     return out
+
+
+def relearn_steps(model: nn.Module, forget_train: LabeledSet, forget_test: LabeledSet, seed: int = 0) -> int:
+    """Steps of fine-tuning a copy of `model` on a few forget images until its forget test
+    accuracy passes 50% (module docstring)."""
+    import copy
+
+    if not len(forget_train) or not len(forget_test):
+        return 0
+    gen = torch.Generator().manual_seed(seed)
+    rows = torch.randperm(len(forget_train), generator=gen)[:RELEARN_IMAGES]
+    x, y = forget_train.x[rows], forget_train.y[rows]
+    student = copy.deepcopy(model).train().requires_grad_(True)
+    optimizer = torch.optim.SGD(student.parameters(), lr=RELEARN_LR)
+
+    def forget_acc() -> float:
+        student.eval()
+        with torch.inference_mode():
+            acc = float((student(forget_test.x).argmax(1) == forget_test.y).float().mean())
+        student.train()
+        return acc
+
+    for step in range(RELEARN_MAX_STEPS + 1):
+        if forget_acc() > 0.5:
+            return step
+        optimizer.zero_grad()
+        nn.functional.cross_entropy(student(x), y).backward()
+        optimizer.step()
+    return RELEARN_MAX_STEPS + 1
 
 
 def evaluate_bias(model: nn.Module, task, seed: int = 0) -> dict[str, float]:

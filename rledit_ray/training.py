@@ -129,7 +129,7 @@ def train(cfg: RunConfig, out: str | Path, progress=print, address: str | None =
     metrics = {
         "task": cfg.task, "world": cfg.world, "seed": cfg.seed, "dataset": cfg.dataset,
         **({"forget_classes": cfg.forget_classes} if cfg.task == "unlearning" else {}),
-        "edit": cfg.edit, "rank": cfg.rank,
+        "edit": cfg.edit, "rank": cfg.rank, "algorithm": cfg.agent.algorithm,
         "episode_length": cfg.episode_length, "step_size": cfg.effective_step_size,
         "before": before, "after": after, "random_policy": rand,
         "final_selection_score": world.task.selection_score(after),

@@ -155,6 +155,8 @@ RL_RUNS = [
     ("a run of the other world", ["rl_shift"], lambda p: f"rl_shift:0={p.run}", "has world=mask, the comparison needs shift"),
     ("a run of another class", ["rl_mask"], lambda p: f"rl_mask:0={p.gen}", "has forget_classes=[7]"),
     ("a run of another layer", ["rl_mask_fc1"], lambda p: f"rl_mask_fc1:0={p.run}", "the row rl_mask_fc1 edits ['fc1']"),
+    ("a run of the other algorithm", ["es_mask"], lambda p: f"es_mask:0={p.run}",
+     "trained with ppo, the row es_mask with es"),
     ("a missing run", ["rl_mask"], lambda p: f"rl_mask:0={p.root / 'nowhere'}", "does not exist"),
     ("an unfinished run", ["rl_mask"], lambda p: f"rl_mask:0={p.interrupted}", "holds no finished run"),
     ("a row not compared", ["original"], lambda p: f"rl_mask:5={p.run}", "the comparison has no such row"),

@@ -95,6 +95,23 @@ def test_evaluation_of_the_original_network(digits):
     assert m["forget_train_acc"] > 0.95 and m["ua"] < 0.05
     assert m["mia_efficacy"] < 0.2  # the forget set is training data and the attack sees it
     assert m["probe_acc"] > 0.9  # the class is linearly present in the penultimate features
+    assert m["relearn_steps"] == 0  # it never forgot
+
+
+def test_relearning_a_hidden_class_is_fast_and_a_removed_one_slow(digits):
+    """Zeroing the class's output row hides it (the features still hold it): a few steps bring
+    it back. Retraining without the class leaves nothing to bring back."""
+    from rledit_ray.evaluation import RELEARN_MAX_STEPS, relearn_steps
+
+    model, splits, _ = digits
+    hidden = copy.deepcopy(model)
+    with torch.no_grad():
+        hidden.fc2.weight[3] = 0.0
+        hidden.fc2.bias[3] = -10.0
+    removed, _ = run_baseline("retrain", model, splits, BaselineSettings(seed=0, dataset="digits"), task="unlearning")
+    fast = relearn_steps(hidden, splits.forget_train, splits.forget_test)
+    slow = relearn_steps(removed, splits.forget_train, splits.forget_test)
+    assert 0 < fast < slow <= RELEARN_MAX_STEPS + 1, (fast, slow)
 
 
 def test_compare_baselines_on_digits(tmp_path, capsys):
@@ -105,7 +122,7 @@ def test_compare_baselines_on_digits(tmp_path, capsys):
     rows = list(csv.DictReader((out / "comparison.csv").open()))
     assert [(r["method"], r["seed"]) for r in rows] == [(m, s) for m in ("original", "retrain", "ssd") for s in "01"]
     for col in ("ua", "retain_train_acc", "retain_acc", "forget_acc", "mia_efficacy", "probe_acc",
-                "gap_to_retrain", "time_s"):
+                "relearn_steps", "gap_to_retrain", "time_s"):
         assert col in rows[0]
     by = {(r["method"], r["seed"]): r for r in rows}
     assert float(by[("retrain", "0")]["gap_to_retrain"]) == 0.0
@@ -139,11 +156,13 @@ def test_compare_with_rl_rows_on_digits(tmp_path):
                                    "agent": {"train_batch_size": 200, "minibatch_size": 50, "num_epochs": 4}}))
     out = tmp_path / "cmp"
     assert main(["compare", "--dataset", "digits", "--forget-class", "3", "--seeds", "1", "--config", str(cfg),
-                 "--methods", "original", "rl_mask", "rl_mask_fc1", "--out", str(out)]) == 0
+                 "--methods", "original", "rl_mask", "rl_mask_fc1", "es_shift_fc1", "--out", str(out)]) == 0
     rows = {r["method"]: r for r in csv.DictReader((out / "comparison.csv").open())}
-    assert set(rows) == {"original", "rl_mask", "rl_mask_fc1"}
+    assert set(rows) == {"original", "rl_mask", "rl_mask_fc1", "es_shift_fc1"}
     run = json.loads((out / "runs" / "rl_mask_fc1-seed0" / "metrics.json").read_text())
     assert run["edit"] == ["fc1"] and run["seed"] == 0 and run["dataset"] == "digits"
+    es = json.loads((out / "runs" / "es_shift_fc1-seed0" / "metrics.json").read_text())
+    assert (es["algorithm"], es["world"], es["edit"], run["algorithm"]) == ("es", "shift", ["fc1"], "ppo")
     assert float(rows["rl_mask"]["time_s"]) > 0
     # The reported accuracy is the run's own test accuracy: the same weights, the same images.
     assert float(rows["rl_mask"]["forget_acc"]) == pytest.approx(

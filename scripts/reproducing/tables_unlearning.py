@@ -38,23 +38,19 @@ def comparison_md(o: Outputs) -> str:
 def optimiser_table(o: Outputs) -> str:
     """docs/deep-edits.md: one row per run (labels "optimiser|layer (dims)|world"), whether it
     met the test target (forget <= 1% and retain >= 97% in MaskWorld, <= 2% and >= 95% in
-    ShiftWorld: the deep-edit issue's bars) and what it cost."""
+    ShiftWorld: the deep-edit issue's bars), where it met the validation target (the line
+    training.py prints when it stops early) and what it cost."""
+    import re
+
     rows = []
-    for step in o.table.steps:
+    for i, step in enumerate(o.table.steps):
         m = o.metrics(step)
-        a, h = m["after"], m["history"]
+        a = m["after"]
         limits = (0.01, 0.97) if m["world"] == "mask" else (0.02, 0.95)
         met = a["forget_acc"] <= limits[0] and a["retain_acc"] >= limits[1]
-        stopped = h[-1]["iteration"] < _iterations(o, step)
+        stop = re.search(r"validation target met at iteration (\d+)", o.stdout(i))
         rows.append([*step.label.split("|"), str(m["seed"]), pct(a["forget_acc"]), pct(a["retain_acc"]),
-                     "yes" if met else "no", str(m["env_steps"]), f"iteration {h[-1]['iteration']}" if stopped else "no",
+                     "yes" if met else "no", str(m["env_steps"]), f"iteration {stop.group(1)}" if stop else "no",
                      f"{m['wall_time_s']:.0f}"])
     return md_table(["optimiser", "layer (action dims)", "world", "seed", "forget (test)", "retain (test)",
                      "test target met", "env steps", "validation target met (stopped at)", "wall s"], rows)
-
-
-def _iterations(o: Outputs, step) -> int:
-    """The iteration budget the run was given (its config.yaml)."""
-    import yaml
-
-    return int(yaml.safe_load(o.path(f"{step.run}/config.yaml").read_text())["training"]["iterations"])
