@@ -428,7 +428,7 @@ def test_front_page_numbers_come_from_the_docs_tables():
     text = (ROOT / "README.md").read_text()
     section = text.split("## Results", 1)[1].split("\n## ", 1)[0]
     rows = [line for line in section.splitlines() if line.startswith("| ") and "reproduce.py" in line]
-    assert len(rows) == 6
+    assert len(rows) == 7
     for row in rows:
         what, result, command, details = [cell.strip() for cell in row.strip().strip("|").split("|")]
         page = ROOT / re.search(r"\]\(([^)]+)\)", details).group(1)
@@ -449,3 +449,13 @@ def test_links_between_pages_resolve():
         for target in re.findall(r"\]\(([^)#\s]+)(?:#[^)]*)?\)", page.read_text()):
             if "://" not in target:
                 assert (page.parent / target).exists(), f"{page.relative_to(ROOT)} links to missing {target}"
+
+
+def test_no_command_writes_into_the_folder_that_holds_the_logs():
+    """runs/reproduce/NAME/ holds logs/; rledit refuses an --out that holds files it did not
+    write, so every command writes into a folder of its own below it."""
+    for name, table in registry.TABLES.items():
+        for step in table.steps:
+            argv = shlex.split(step.command)
+            outs = [argv[i + 1] for i, arg in enumerate(argv[:-1]) if arg == "--out"]
+            assert steps.out_dir(name) not in outs, (name, step.command)

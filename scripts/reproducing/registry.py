@@ -27,10 +27,11 @@ def _unlearning() -> dict[str, Table]:
         "results": Table("docs/results.md", _unlearning_runs(), unlearning_runs_table, 12),
         "baselines-unlearning": Table("docs/baselines.md", (Step(
             f"rledit compare --task unlearning --dataset mnist --forget-class 7 --seeds 3 --rl-iterations 25 "
-            f"--out {out_dir('baselines-unlearning')}", run=out_dir("baselines-unlearning")),),
+            f"--out {out_dir('baselines-unlearning')}/compare", run=f"{out_dir('baselines-unlearning')}/compare"),),
             comparison_md, 30),
         "baselines-bias": Table("docs/baselines.md", (Step(
-            f"rledit compare --task bias --seeds 3 --out {out_dir('baselines-bias')}", run=out_dir("baselines-bias")),),
+            f"rledit compare --task bias --seeds 3 --out {out_dir('baselines-bias')}/compare",
+            run=f"{out_dir('baselines-bias')}/compare"),),
             comparison_md, 70),
     }
 
@@ -124,7 +125,7 @@ def _serve_timing() -> tuple[Step, ...]:
 
 
 def _generalist() -> dict[str, Table]:
-    ppo, serving = out_dir("generalist-ppo-steps"), out_dir("generalist-serving")
+    ppo, serving = out_dir("generalist-ppo-steps"), f"{out_dir('generalist-serving')}/compare"
     return {
         "generalist-training": Table("docs/generalist.md", _generalist_runs(), generalist_table, 20),
         "generalist-ppo-steps": Table("docs/generalist.md", (

@@ -53,6 +53,6 @@ def train(out: str, flags: str, label: str = "") -> Step:
 
 
 def sweep(name: str, spec: str, experiment: str) -> Step:
-    out = out_dir(name)
+    out = f"{out_dir(name)}/sweep"  # beside logs/: a sweep's --out must hold nothing else
     return Step(f"rledit sweep {spec} --out {out}", done=f"{out}/summary.csv",
                 resume=(f"{out}/{experiment}", "--resume"), run=out)
