@@ -77,7 +77,7 @@ SPECS = {
              "penultimate features (50 = gone; for an fc1 edit the features after the edited layer); relearn steps: "
              "full-batch SGD steps (lr 1e-4, 64 forget-set images, every weight) until forget test acc passes "
              "50% again (201 = not within 200); gap: mean |UA, RA, TA, MIA - retrain's| for the same seed. "
-             "RL time is the whole `rledit train` run (PPO training plus its evaluations).",
+             "RL time is the whole `rledit train` run (PPO or ES training plus its evaluations).",
         summary=lambda r: (f"forget train {r['forget_train_acc']:.2%} test {r['forget_acc']:.2%} | "
                            f"retain test {r['retain_acc']:.2%} | MIA {r['mia_efficacy']:.2%} | "
                            f"probe {r['probe_acc']:.2%}"),
@@ -103,7 +103,7 @@ SPECS = {
              "identity group from the head's penultimate features (chance = 100 / number of groups). "
              "Every method trains on the train side only (fit + reward pools) and picks its stopping point "
              "on validation with the score RL checkpoints are chosen by. "
-             "RL time is the whole `rledit train` run (PPO training plus its evaluations).",
+             "RL time is the whole `rledit train` run (PPO or ES training plus its evaluations).",
         summary=lambda r: (f"AUC {r['overall_auc']:.2%} | bias {r['bias_score']:.2%} | "
                            f"worst-group AUC {r['worst_group_bias_auc']:.2%} | gap {r['counterfactual_gap']:.3f} | "
                            f"group probe {r['group_probe_acc']:.2%}"),

@@ -40,6 +40,7 @@ def write_report(path: Path, metrics: dict, config_dict: dict, task, sections: l
         "",
         f"- env steps: {metrics['env_steps']}, wall time: {metrics['wall_time_s']:.1f} s, "
         f"best checkpoint at iteration {metrics.get('best_iteration')}",
+        *_optimiser_line(metrics),
         "- before = the original network; random policy = uniform random actions for one episode "
         "(mean over episodes); after = the trained policy applied deterministically.",
         f"- {note}",
@@ -57,6 +58,18 @@ def write_report(path: Path, metrics: dict, config_dict: dict, task, sections: l
         "`tensorboard --logdir tb`. Model card: `README.md`.",
     ]
     write_text(path, "\n".join(lines) + "\n")
+
+
+def _optimiser_line(metrics: dict) -> list[str]:
+    """How far the optimiser moved the policy per iteration (the history's optimiser statistics)."""
+    history = metrics.get("history", [])
+    parts = []
+    for key, label in (("clip_fraction", "PPO clip fraction"), ("es_step_rms", "ES step (RMS, action units)")):
+        values = sorted(h[key] for h in history if key in h)
+        if values:
+            parts.append(f"{label} per iteration: median {values[len(values) // 2]:.3f} "
+                         f"({values[0]:.3f}-{values[-1]:.3f})")
+    return [f"- {metrics.get('algorithm', 'ppo').upper()}: {'; '.join(parts)}"] if parts else []
 
 
 def figure_section(shown: list[tuple[str, str]]) -> list[str]:

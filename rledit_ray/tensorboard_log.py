@@ -34,6 +34,10 @@ LEARNER_KEYS = ("policy_loss", "vf_loss", "vf_loss_unclipped", "vf_explained_var
                 "es_fitness_std", "es_step_rms")
 ENV_RUNNER_KEYS = ("episode_return_min", "episode_return_max", "episode_len_mean", "num_episodes", "sample")
 TRAIN_KEYS = ("episode_return_mean", "env_steps_per_s")
+# Learner statistics an iteration row repeats (the report quotes them): how far each iteration
+# moved the policy, PPO's share of samples outside the clip range or ES's step and the spread
+# of its population's returns. Written under learner/ only.
+OPTIMISER_STATS = ("clip_fraction", "es_step_rms", "es_fitness_std")
 
 
 class TensorBoardLog:
@@ -51,7 +55,8 @@ class TensorBoardLog:
     def iteration(self, row: dict, result: dict) -> Path:
         """One iteration's scalars: its row (training.py) and RLlib's result dict."""
         scalars = {f"train/{k}": row[k] for k in TRAIN_KEYS if k in row}
-        scalars.update({f"validation/{k}": v for k, v in row.items() if k not in (*AXES, *TRAIN_KEYS)})
+        scalars.update({f"validation/{k}": v for k, v in row.items()
+                        if k not in (*AXES, *TRAIN_KEYS, *OPTIMISER_STATS)})
         scalars["train/iteration"] = row["iteration"]
         scalars.update(learner_scalars(result))
         return self.write(f"{row['iteration']:06d}", row["env_steps"], scalars)

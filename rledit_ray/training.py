@@ -29,7 +29,7 @@ from rledit_ray.progress import Progress
 from rledit_ray.report import write_curves, write_report
 from rledit_ray.run_figures import forgotten_classes, write_run_figures
 from rledit_ray.strategies import strategy_for
-from rledit_ray.tensorboard_log import TensorBoardLog
+from rledit_ray.tensorboard_log import OPTIMISER_STATS, TensorBoardLog
 from rledit_ray.timing import Phases
 from rledit_ray.worlds import WORLD_IDS
 
@@ -169,7 +169,8 @@ def _iterate(algo, cfg: RunConfig, strategy, run_dir: Path, progress, resumed: d
         env_steps = _env_steps(result, env_steps)
         row = {"iteration": it, "env_steps": env_steps,
                "episode_return_mean": _return_mean(result),
-               "env_steps_per_s": _steps_this_iter(result) / max(time.perf_counter() - t0, 1e-9)}
+               "env_steps_per_s": _steps_this_iter(result) / max(time.perf_counter() - t0, 1e-9),
+               **_optimiser_stats(result)}
         if it % cfg.training.eval_every == 0 or it == cfg.training.iterations:
             module = module_from_algo(algo)
             row.update(strategy.validation_row(lambda obs, module=module: deterministic_action(module, obs)))
@@ -248,6 +249,14 @@ def _steps_this_iter(result: dict) -> float:
     from ray.rllib.utils.metrics import ENV_RUNNER_RESULTS, NUM_ENV_STEPS_SAMPLED
 
     return float(result.get(ENV_RUNNER_RESULTS, {}).get(NUM_ENV_STEPS_SAMPLED, 0.0))
+
+
+def _optimiser_stats(result: dict) -> dict:
+    from ray.rllib.core import DEFAULT_MODULE_ID
+    from ray.rllib.utils.metrics import LEARNER_RESULTS
+
+    stats = result.get(LEARNER_RESULTS, {}).get(DEFAULT_MODULE_ID, {})
+    return {k: float(stats[k]) for k in OPTIMISER_STATS if k in stats}
 
 
 def _return_mean(result: dict) -> float:

@@ -53,7 +53,8 @@ def test_an_es_run_counts_every_candidate_episode(es_run):
     assert cfg["agent"]["algorithm"] == "es"
     per_iteration = 6 * m["episode_length"]  # every candidate runs one whole episode
     assert [h["env_steps"] for h in m["history"]] == [per_iteration, 2 * per_iteration]
-    assert all(np.isfinite(h["episode_return_mean"]) for h in m["history"])
+    assert all(np.isfinite(h["episode_return_mean"]) and h["es_step_rms"] > 0 for h in m["history"])
+    assert "- ES: ES step (RMS, action units) per iteration: median" in (es_run / "report.md").read_text()
 
 
 def test_an_es_checkpoint_serves_its_edit_exactly(es_run, tmp_path):
@@ -103,3 +104,39 @@ def test_a_generalist_with_es_is_refused(tmp_path, capsys, ray_local):
     assert main(["train", "--config", str(tmp_path / "g.yaml"), "--out", str(tmp_path / "run")]) == 2
     err = capsys.readouterr().err.strip()
     assert "generalist" in err and "ppo" in err and not (tmp_path / "run").exists()
+
+
+@pytest.mark.slow
+def test_an_unfinished_es_run_resumes_from_its_checkpoint(tmp_path, ray_local):
+    cfg = {**FAST_ES, "agent": {"algorithm": "es", "es_population": 6}}
+    (tmp_path / "es.yaml").write_text(yaml.safe_dump(cfg))
+    run = tmp_path / "run"
+    assert main(["train", "--config", str(tmp_path / "es.yaml"), "--out", str(run)]) == 0
+    first = json.loads((run / "metrics.json").read_text())
+    (run / "metrics.json").unlink()  # as if the driver had been killed before the end
+    assert main(["train", "--resume", str(run), "--iterations", "3"]) == 0
+    m = json.loads((run / "metrics.json").read_text())
+    saved = first["best_iteration"]
+    assert [h["iteration"] for h in m["history"]] == [1, 2, 3] and m["algorithm"] == "es"
+    assert m["history"][:saved] == first["history"][:saved]  # kept, not retrained
+    assert m["env_steps"] == first["history"][saved - 1]["env_steps"] + (3 - saved) * 6 * m["episode_length"]
+
+
+@pytest.mark.slow
+def test_a_sweep_searches_es_settings(tmp_path):
+    """Tune trials are `rledit train` runs: an ES setting is one more search dimension."""
+    import csv
+    import subprocess
+    import sys
+
+    spec = {"name": "es-sigma", "base": {**FAST_ES, "agent": {"algorithm": "es", "es_population": 4}},
+            "search_space": {"agent.es_sigma": {"grid": [0.05, 0.2]}}, "scheduler": "none",
+            "max_concurrent_trials": 1}
+    (tmp_path / "spec.yaml").write_text(yaml.safe_dump(spec))
+    done = subprocess.run([sys.executable, "-m", "rledit_ray", "sweep", str(tmp_path / "spec.yaml"), "--out",
+                           str(tmp_path / "out")], capture_output=True, text=True, timeout=900)
+    assert done.returncode == 0, done.stderr[-2000:]
+    with open(tmp_path / "out" / "summary.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert sorted(float(r["agent.es_sigma"]) for r in rows) == [0.05, 0.2]
+    assert all(r["status"] == "finished" for r in rows)

@@ -34,6 +34,7 @@ def test_run_directory_holds_everything(trained_run):
     assert min(phases.values()) >= 0 and abs(sum(phases.values()) - m["wall_time_s"]) < 1e-6
     report = (trained_run / "report.md").read_text()
     assert "| forget accuracy (test) |" in report and "random policy" in report
+    assert "- PPO: PPO clip fraction per iteration: median" in report
 
 
 def test_refuses_to_overwrite_a_finished_run(trained_run, capsys):

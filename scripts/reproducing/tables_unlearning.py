@@ -32,7 +32,9 @@ def unlearning_runs_table(o: Outputs) -> str:
 
 def comparison_md(o: Outputs) -> str:
     """The comparison.md that `rledit compare` writes: the table of means and its note."""
-    return o.path(f"{o.table.steps[-1].run}/comparison.md").read_text().strip()
+    text = o.path(f"{o.table.steps[-1].run}/comparison.md").read_text()
+    # Its figure lies beside it, not beside the docs page.
+    return "\n".join(line for line in text.splitlines() if not line.startswith("![")).strip()
 
 
 def optimiser_table(o: Outputs) -> str:
