@@ -157,6 +157,11 @@ def exit_process(code: int) -> None:
     that it sees the driver go."""
     ray = sys.modules.get("ray")  # not imported: no Ray to end (and no 0.2 s import to pay)
     if _early or (_private.is_set() and ray is not None and ray.is_initialized()):  # a start in flight is ours too
+        if _early:
+            # A command that failed while Ray was still starting (a user error found early) waits
+            # for the start: a process forked while this thread flushes and kills inherits a held
+            # lock, and its "Exception ignored" traceback reached the user's stderr (seen in tests).
+            _early["done"].wait(timeout=60)
         # psutil is Ray's own copy (ray/thirdparty_files), on the path once ray is imported, and an
         # early start may still be importing ray: importing it here waits for that import.
         importlib.import_module("ray")

@@ -191,13 +191,14 @@ def build_ppo_config(
             num_gpus_per_learner=s.num_gpus_per_learner,
             # PPO with a dual-clipped surrogate: finite for actions of thousands of dims.
             learner_class=EditPPOLearner,
+            # What the learner (and EditES) read: ES's settings, or how PPO's ratio is formed.
+            learner_config_dict={"es": {
+                "population": s.es_population, "sigma": s.es_sigma, "seed": s.seed,
+                "action_dims": sum(factor_sizes(env_config["factor_layout"]))}} if es else {"ppo_logp": s.ppo_logp},
         )
         .training(
             # ES steps the action offsets with the learner's optimiser at its own rate.
             lr=s.es_lr if es else s.lr,
-            learner_config_dict={"es": {
-                "population": s.es_population, "sigma": s.es_sigma, "seed": s.seed,
-                "action_dims": sum(factor_sizes(env_config["factor_layout"]))}} if es else {"ppo_logp": s.ppo_logp},
             gamma=s.gamma,
             lambda_=s.lambda_,
             clip_param=s.clip_param,
