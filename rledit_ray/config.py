@@ -118,7 +118,7 @@ class AgentConfig(_Strict):
     num_epochs: int = Field(A["num_epochs"], ge=1)
     hidden: list[Annotated[int, Field(ge=1, le=MAX_HIDDEN)]] = list(A["hidden"])
     initial_log_std: float = A["initial_log_std"]
-    # "ppo", or "es" for wide layers (agent/es.py; docs/optimisers.md compares them).
+    # "ppo", or "es" for wide layers (agent/es.py; docs/deep-edits.md compares them).
     algorithm: Literal["ppo", "es"] = A["algorithm"]
     ppo_logp: Literal["sum", "mean"] = A["ppo_logp"]
     es_population: int = Field(A["es_population"], ge=2, multiple_of=2)

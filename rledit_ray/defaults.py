@@ -51,7 +51,7 @@ AGENT = {
     "initial_log_std": -0.7,  # std ~0.5: explores a good part of [-1, 1] at start
     # "ppo", or "es" (agent/es.py: evolution strategies, for wide layers). ES's settings:
     # candidates per iteration (antithetic pairs), perturbation scale in action units, Adam's
-    # step on the action offsets (docs/optimisers.md).
+    # step on the action offsets (docs/deep-edits.md).
     "algorithm": "ppo",
     "ppo_logp": "sum",  # PPO's ratio over the joint log-prob ("sum") or the per-dim mean ("mean")
     "es_population": 32,

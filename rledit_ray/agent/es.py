@@ -3,9 +3,9 @@
 How to run:
     rledit train --layer fc1 --algorithm es          # MNIST class 7, the hidden layer
     agent: {algorithm: es}                           # the same in YAML
-What to expect (docs/optimisers.md, `python scripts/reproduce.py optimisers`): fc1 (1,697
-action dims) forgotten in MaskWorld in ~15-30 iterations of 32 episodes, where PPO stays far
-from the target; fc2 as fast as PPO.
+What to expect (docs/deep-edits.md, `python scripts/reproduce.py optimisers`): fc1 (1,697
+action dims) forgotten in both worlds in 8-20 iterations of 32 episodes (11-20 s), where PPO
+stays far from the target; fc2 in fewer env steps than PPO.
 
 Why: PPO's probability ratio is a product over every action dim; at thousands of dims one
 minibatch step moves it far outside the trust region (clip fraction 0.6-0.9), and the hidden

@@ -52,8 +52,13 @@ def _deep_edits() -> dict[str, Table]:
     out = out_dir("optimisers")
     steps = tuple(train(f"{out}/{name}-seed{s}", f"{flags.format(out=out)} --seed {s}", label)
                   for name, flags, label in OPTIMISER_RUNS for s in (0, 1, 2))
+    bias = out_dir("bias-es")
     return {"optimisers": Table("docs/deep-edits.md", steps, optimiser_table, 16,
-                                files={"ppo-mean.yaml": lambda: "agent: {ppo_logp: mean}\n"})}
+                                files={"ppo-mean.yaml": lambda: "agent: {ppo_logp: mean}\n"}),
+            "bias-es": Table("docs/deep-edits.md", tuple(
+                train(f"{bias}/seed{s}", f"--config configs/bias_fc1_es.yaml --seed {s}",
+                      f"`rledit train --config configs/bias_fc1_es.yaml --seed {s}`") for s in (0, 1, 2)),
+                bias_delta_table, 10)}
 
 
 # ---------------------------------------------------------------------------- docs/bias.md
