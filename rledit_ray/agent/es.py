@@ -144,10 +144,14 @@ class EditES(PPO):
             returns, steps = evaluate_offsets(group.local_env_runner, candidates)
             return np.array(returns), steps
         bounds = np.linspace(0, len(candidates), len(remote) + 1).astype(int)
-        calls = [lambda runner, a=a, b=b: (a, *evaluate_offsets(runner, candidates[a:b]))
+        # Each call carries its own share only (a closure over all candidates would ship all).
+        calls = [lambda runner, a=a, share=candidates[a:b]: (a, *evaluate_offsets(runner, share))
                  for a, b in zip(bounds[:-1], bounds[1:])]
         # Results come back in the order the runners finish: each carries where its share starts.
         results = sorted(group.foreach_env_runner(calls, local_env_runner=False, remote_worker_ids=remote))
         if sum(len(r) for _, r, _ in results) != len(candidates):
-            raise RuntimeError("an EnvRunner was lost during the ES evaluation; it is restarted for the next iteration")
+            # ES needs every candidate's return (antithetic pairs); RLlib restarts a lost runner
+            # only after the iteration, so this one cannot be completed.
+            raise RuntimeError("an EnvRunner was lost during the ES evaluation: the run stops here; "
+                               "`rledit train --resume RUN_DIR` continues from its last checkpoint")
         return np.array([x for _, r, _ in results for x in r]), sum(s for _, _, s in results)
