@@ -28,7 +28,7 @@ def _unlearning() -> dict[str, Table]:
         "baselines-unlearning": Table("docs/baselines.md", (Step(
             f"rledit compare --task unlearning --dataset mnist --forget-class 7 --seeds 3 --rl-iterations 25 "
             f"--out {out_dir('baselines-unlearning')}/compare", run=f"{out_dir('baselines-unlearning')}/compare"),),
-            comparison_md, 30),
+            comparison_md, 23),
         "baselines-bias": Table("docs/baselines.md", (Step(
             f"rledit compare --task bias --seeds 3 --out {out_dir('baselines-bias')}/compare",
             run=f"{out_dir('baselines-bias')}/compare"),),
@@ -53,12 +53,12 @@ def _deep_edits() -> dict[str, Table]:
     steps = tuple(train(f"{out}/{name}-seed{s}", f"{flags.format(out=out)} --seed {s}", label)
                   for name, flags, label in OPTIMISER_RUNS for s in (0, 1, 2))
     bias = out_dir("bias-es")
-    return {"optimisers": Table("docs/deep-edits.md", steps, optimiser_table, 16,
+    return {"optimisers": Table("docs/deep-edits.md", steps, optimiser_table, 13,
                                 files={"ppo-mean.yaml": lambda: "agent: {ppo_logp: mean}\n"}),
             "bias-es": Table("docs/deep-edits.md", tuple(
                 train(f"{bias}/seed{s}", f"--config configs/bias_fc1_es.yaml --seed {s}",
                       f"`rledit train --config configs/bias_fc1_es.yaml --seed {s}`") for s in (0, 1, 2)),
-                bias_delta_table, 10)}
+                bias_delta_table, 9)}
 
 
 # ---------------------------------------------------------------------------- docs/bias.md
