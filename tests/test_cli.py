@@ -65,3 +65,13 @@ def test_eval_refuses_weights_of_another_shape(tmp_path, capsys):
     assert main(["eval", "--dataset", "digits", "--edited", str(path)]) == 2
     err = capsys.readouterr().err.strip()
     assert "do not fit the model" in err and "(64, 256)" in err and "(128, 1568)" in err
+
+
+def test_every_shipped_config_loads():
+    """configs/*.yaml are what the docs tell users to run: each parses and passes the checks."""
+    from pathlib import Path
+
+    configs = sorted((Path(__file__).resolve().parents[1] / "configs").glob("*.yaml"))
+    assert len(configs) >= 5
+    for path in configs:
+        load_config(str(path), {})
