@@ -108,7 +108,7 @@ def test_generalist_config_refuses_overlapping_requests(tmp_path, capsys):
     assert len(err) == 1 and "class 7 is in both train_classes and heldout_classes" in err[0]
 
 
-def rowwise_module(m=4, n=6, rank=2, fr=8, fc=3, ch=2, g=5):
+def rowwise_module(m=4, n=6, rank=2, fr=8, fc=3, ch=2, g=5, **config):
     import gymnasium as gym
     from ray.rllib.core.rl_module.rl_module import RLModuleSpec
 
@@ -121,7 +121,7 @@ def rowwise_module(m=4, n=6, rank=2, fr=8, fc=3, ch=2, g=5):
         module_class=RowwisePPOModule,
         observation_space=gym.spaces.Box(-np.inf, np.inf, (size,), np.float32),
         action_space=gym.spaces.Box(-1.0, 1.0, ((m + n) * rank,), np.float32),
-        model_config={"obs_layout": layout, "rank": rank, "hidden": [16, 16]},
+        model_config={"obs_layout": layout, "rank": rank, "hidden": [16, 16], **config},
     ).build(), layout
 
 
@@ -158,6 +158,23 @@ def test_rowwise_module_starts_near_no_edit():
     module, _ = rowwise_module()
     means = module.factor_means(torch.randn(5, module.observation_space.shape[0]))
     assert means["U"].abs().max() < 0.1 and means["V"].abs().max() < 0.1
+
+
+def test_bounded_means_cannot_leave_the_action_box():
+    """The dead zone: a V mean beyond -1 clips every sample to "no edit" and PPO never gets a
+    gradient again; tanh keeps the means inside, so some samples always edit."""
+    obs = torch.randn(5, rowwise_module()[0].observation_space.shape[0])
+    means = {}
+    for bounded in (False, True):
+        torch.manual_seed(0)
+        module, _ = rowwise_module(bounded_means=bounded)
+        for p in module.parameters():  # large weights: raw means far outside [-1, 1]
+            p.data.normal_(0, 2.0)
+        means[bounded] = module.factor_means(obs)
+    assert max(means[False][k].abs().max() for k in "UV") > 1.5
+    for k in "UV":
+        torch.testing.assert_close(means[True][k], means[False][k].tanh())
+        assert means[True][k].abs().max() <= 1
 
 
 # ----------------------------------------------------------------------------- the CLI path

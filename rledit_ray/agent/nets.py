@@ -136,6 +136,9 @@ class RowwiseNet:
         self.value_net = nn.Sequential(mlp(2 * width + g, [width, width]), small_linear(width, 1, VALUE_INIT_STD))
         self.log_std_u = nn.Parameter(torch.full((r,), initial_log_std))
         self.log_std_v = nn.Parameter(torch.full((r,), initial_log_std))
+        # tanh keeps the mean factors inside the env's [-1, 1] (RowwisePPOModule says why);
+        # off in checkpoints made before the key existed, so they serve as they were trained.
+        self.bounded_means = bool(model_config.get("bounded_means", False))
 
     def encode(self, obs: torch.Tensor):
         parts = unpack_observation(obs.reshape(obs.shape[0], -1).float(), self.layout)
@@ -156,6 +159,8 @@ class RowwiseNet:
         cols = parts["cols"][:, :, None, :].expand(-1, -1, r, -1)
         context = pooled[:, None, None, :].expand(-1, n, r, -1)
         v = self.v_net(torch.cat([attended, cols, context], -1)).squeeze(-1)  # (B, n, r)
+        if self.bounded_means:
+            u, v = u.tanh(), v.tanh()
         return {"U": u, "V": v}
 
     def action_mean(self, obs: torch.Tensor) -> torch.Tensor:

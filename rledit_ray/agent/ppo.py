@@ -167,6 +167,7 @@ def build_ppo_config(
             raise UserError("the rowwise module needs the world's row-wise observation: configure a generalist: section")
         model_config["obs_layout"] = dict(env_config["obs_layout"])
         model_config["rank"] = int(env_config["factor_layout"][0]["rank"])
+        model_config["bounded_means"] = True
     if s.algorithm not in ALGORITHMS:
         raise UserError(f"unknown agent algorithm '{s.algorithm}': choose {' or '.join(ALGORITHMS)}")
     es = s.algorithm == "es"

@@ -18,6 +18,11 @@ packed action as FactorizedPPOModule: U (m x r, row-major) then V (n x r).
 - The value head reads pooled row encodings and the globals; one free log-std per factor
   (U, V) and rank component, shared across rows, keeps exploration row-symmetric too.
 - Small initial heads: the first policy is ~the zero action (no edit), as in module.py.
+- Bounded means (model_config["bounded_means"], on for every new run): U and V means pass
+  through tanh. Without it a generalist fell into a dead zone: its V means drifted below -1,
+  every sampled V clipped to -1 (V = 0 in the env: no edit), every return and advantage was
+  the same, and PPO never got a gradient again (docs/generalist.md, "Stability"). Inside
+  (-1, 1) about half of the samples of even a saturated mean still edit.
 """
 
 from __future__ import annotations

@@ -105,17 +105,23 @@ GEN = out_dir("generalist-training")  # the serving tables edit with these runs'
 
 
 def _generalist_runs() -> tuple[Step, ...]:
-    return (train(f"{GEN}/gen-mask", "--config configs/generalist_mask.yaml", "`configs/generalist_mask.yaml`"),
-            train(f"{GEN}/gen-shift", "--config configs/generalist_shift.yaml", "`configs/generalist_shift.yaml`"),
-            train(f"{GEN}/gen-mask-seed1", "--config configs/generalist_mask.yaml --seed 1",
-                  "`configs/generalist_mask.yaml --seed 1`"),
-            train(f"{GEN}/gen-shift-seed1", "--config configs/generalist_shift.yaml --seed 1",
-                  "`configs/generalist_shift.yaml --seed 1`"))
+    """Seeds 0, 1, 2 of both shipped generalist configs; the seed-0 runs come first (the serving
+    tables edit with them)."""
+    runs = []
+    for seed in (0, 1, 2):
+        for world in ("mask", "shift"):
+            flag, suffix = (f" --seed {seed}", f"-seed{seed}") if seed else ("", "")
+            runs.append(train(f"{GEN}/gen-{world}{suffix}", f"--config configs/generalist_{world}.yaml{flag}",
+                              f"`configs/generalist_{world}.yaml{flag}`"))
+    return tuple(runs)
 
 
 def _with_agent(config: str, agent: str) -> Callable[[], str]:
-    """A shipped config plus an `agent:` section (the shipped generalist configs have none)."""
-    return lambda: (ROOT / config).read_text().rstrip("\n") + f"\nagent: {agent}\n"
+    """A shipped config with its one-line `agent:` section replaced."""
+    def text() -> str:
+        lines = (ROOT / config).read_text().splitlines()
+        return "\n".join(f"agent: {agent}" if line.startswith("agent:") else line for line in lines) + "\n"
+    return text
 
 
 def _serve_timing() -> tuple[Step, ...]:
@@ -132,13 +138,13 @@ def _serve_timing() -> tuple[Step, ...]:
 def _generalist() -> dict[str, Table]:
     ppo, serving = out_dir("generalist-ppo-steps"), f"{out_dir('generalist-serving')}/compare"
     return {
-        "generalist-training": Table("docs/generalist.md", _generalist_runs(), generalist_table, 20),
+        "generalist-training": Table("docs/generalist.md", _generalist_runs(), generalist_table, 30),
         "generalist-ppo-steps": Table("docs/generalist.md", (
-            train(f"{ppo}/shift-lr", f"--config {ppo}/shift-lr.yaml", "`agent.lr: 0.0003`"),
-            train(f"{ppo}/shift-epochs", f"--config {ppo}/shift-epochs.yaml", "`agent.num_epochs: 3`")),
-            generalist_table, 12,
-            files={"shift-lr.yaml": _with_agent("configs/generalist_shift.yaml", "{lr: 0.0003}"),
-                   "shift-epochs.yaml": _with_agent("configs/generalist_shift.yaml", "{num_epochs: 3}")}),
+            train(f"{ppo}/mask-default-step", f"--config {ppo}/mask.yaml", "`configs/generalist_mask.yaml`, default step"),
+            train(f"{ppo}/shift-default-step", f"--config {ppo}/shift.yaml", "`configs/generalist_shift.yaml`, default step")),
+            generalist_table, 10,
+            files={"mask.yaml": _with_agent("configs/generalist_mask.yaml", "{lr: 0.001, num_epochs: 10}"),
+                   "shift.yaml": _with_agent("configs/generalist_shift.yaml", "{lr: 0.001, num_epochs: 10}")}),
         "generalist-earlystop": Table("docs/generalist.md", (train(
             f"{out_dir('generalist-earlystop')}/gen-shift-earlystop", "--config configs/generalist_shift_earlystop.yaml",
             "`configs/generalist_shift_earlystop.yaml`"),), generalist_table, 4),

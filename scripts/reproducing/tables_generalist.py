@@ -6,6 +6,23 @@ from __future__ import annotations
 from .formatting import md_table, pct, pct_range
 from .outputs import Outputs
 
+# The stability columns' target: the unlearning target of the docs (forget <= 1%, retain >= 97%)
+# on the validation means over the training requests. A run is stable when, once it has met
+# it, its selection score (validation retain minus forget) stays within 10% of its best.
+TARGET_FORGET, TARGET_RETAIN, STABLE_SHARE = 0.01, 0.97, 0.9
+
+
+def stability(history: list[dict]) -> tuple[str, str]:
+    """(first iteration that met the target, lowest later score / best score), as printed."""
+    rows = [h for h in history if "selection_score" in h]
+    met = [h["iteration"] for h in rows if h["forget_val_acc"] <= TARGET_FORGET and h["retain_val_acc"] >= TARGET_RETAIN]
+    if not met:
+        return "not met", "-"
+    best = max(h["selection_score"] for h in rows)
+    lowest = min(h["selection_score"] for h in rows if h["iteration"] >= met[0])
+    verdict = "kept" if lowest >= STABLE_SHARE * best else "lost"
+    return str(met[0]), f"{lowest / best:.1%} ({verdict})"
+
 
 def generalist_table(o: Outputs) -> str:
     """docs/generalist.md: one row per generalist run (metrics.json: history, per_request,
@@ -21,9 +38,11 @@ def generalist_table(o: Outputs) -> str:
         held = [m["per_request"][str(k)] for k in m["heldout_classes"]]
         rows.append([step.label, f"{m['iterations']} ({m['best_iteration']}{early})", str(m["env_steps"]),
                      f"{m['wall_time_s']:.0f} s", f"{pct(best['forget_val_acc'])} / {pct(best['forget_val_acc_max'])}",
+                     *stability(m["history"]),
                      " / ".join(pct(r["forget_acc"]) for r in held), pct_range([r["retain_acc"] for r in held])])
     return md_table(["run", "iterations (best)", "env steps", "wall",
                      "training requests at the best iteration: val forget mean / max",
+                     "val target first met", "lowest score after it / best",
                      "held-out test forget " + " / ".join(map(str, classes)), "held-out test retain"], rows)
 
 
