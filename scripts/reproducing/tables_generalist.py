@@ -49,7 +49,9 @@ def generalist_table(o: Outputs) -> str:
 def requests_table(o: Outputs) -> str:
     """docs/generalist.md: `rledit compare-requests`'s comparison.md, then the unedited network
     and a random policy on the same held-out requests (the runs' metrics.json)."""
-    text = o.path(f"{o.table.steps[-1].run}/comparison.md").read_text().strip()
+    # Without its figure link: the figure stays in the run folder, beside comparison.md.
+    lines = o.path(f"{o.table.steps[-1].run}/comparison.md").read_text().strip().splitlines()
+    text = "\n".join(line for line in lines if not line.startswith("![")).strip()
     rows = []
     for step in o.table.steps:
         if step.command.startswith("rledit train"):
