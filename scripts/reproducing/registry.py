@@ -85,7 +85,7 @@ PROBES = (  # (flags of scripts/bias_edit_probe.py, how the table names the row 
     ("--world shift --edit fc1 --rank 4 --objective bias_score --temperature 0.05 --utility-coef 1 --steps 200", ""),
     ("--world shift --edit fc1 --rank 4 --objective worst_group --temperature 0.05 --utility-coef 4 --steps 200", ""),
     ("--world mask --edit fc1,fc2", "(both layers, rank 1; 300)"),
-    ("--world mask --edit fc1,fc2 --rank 4 --objective bias_score --temperature 0.05", "(300)"),
+    ("--world mask --edit fc1,fc2 --rank 2 --objective bias_score --temperature 0.05", "(300)"),  # fc2 (2 x 65): rank <= 2
     ("--world mask --edit fc1 --rank 16 --objective bias_score --temperature 0.05 --utility-coef 1", "(300)"),
 )
 
