@@ -140,12 +140,10 @@ def _serve_timing() -> tuple[Step, ...]:
 
 
 # The PPO steps the shipped generalist configs were chosen against (each config's own is in the
-# training table): world, name, its agent section, label.
-PPO_STEPS = (("mask", "default-step", 0, "{lr: 0.001, num_epochs: 10}", "`agent: {lr: 0.001, num_epochs: 10}`"),
-             ("mask", "epochs3", 0, "{num_epochs: 3}", "`agent: {num_epochs: 3}`"),
-             ("shift", "default-step", 0, "{lr: 0.001, num_epochs: 10}", "`agent: {lr: 0.001, num_epochs: 10}`"),
-             ("shift", "epochs3", 0, "{num_epochs: 3}", "`agent: {num_epochs: 3}`"),
-             ("shift", "epochs3", 1, "{num_epochs: 3}", "`agent: {num_epochs: 3}`, seed 1"))
+# training table): world, name, seed, its agent section.
+PPO_STEPS = (("mask", "default-step", 0, "{lr: 0.001, num_epochs: 10}"), ("mask", "epochs3", 0, "{num_epochs: 3}"),
+             ("shift", "default-step", 0, "{lr: 0.001, num_epochs: 10}"), ("shift", "epochs3", 0, "{num_epochs: 3}"),
+             ("shift", "epochs3", 1, "{num_epochs: 3}"))
 
 
 def _generalist() -> dict[str, Table]:
@@ -154,10 +152,10 @@ def _generalist() -> dict[str, Table]:
         "generalist-training": Table("docs/generalist.md", _generalist_runs(), generalist_table, 30),
         "generalist-ppo-steps": Table("docs/generalist.md", tuple(
             train(f"{ppo}/{world}-{name}-seed{seed}", f"--config {ppo}/{world}-{name}.yaml --seed {seed}",
-                  f"`configs/generalist_{world}.yaml`, {label}")
-            for world, name, seed, _, label in PPO_STEPS), generalist_table, 15,
+                  f"`configs/generalist_{world}.yaml`, `agent: {agent}`" + (f", seed {seed}" if seed else ""))
+            for world, name, seed, agent in PPO_STEPS), generalist_table, 15,
             files={f"{world}-{name}.yaml": _with_agent(f"configs/generalist_{world}.yaml", agent)
-                   for world, name, _, agent, _ in PPO_STEPS}),
+                   for world, name, _, agent in PPO_STEPS}),
         "generalist-earlystop": Table("docs/generalist.md", (train(
             f"{out_dir('generalist-earlystop')}/gen-shift-earlystop", "--config configs/generalist_shift_earlystop.yaml",
             "`configs/generalist_shift_earlystop.yaml`"),), generalist_table, 4),
