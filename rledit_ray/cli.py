@@ -129,6 +129,8 @@ def _parser() -> argparse.ArgumentParser:
     c.add_argument("--rl-iterations", type=int, help="PPO iterations for the RL rows (upper bound)")
     c.add_argument("--rl-run", action="append", default=[], metavar="METHOD:SEED=RUN_DIR",
                    help="reuse a finished `rledit train` run for that row instead of training")
+    c.add_argument("--metrics", default="all", help="all (default), or targets: only the metrics the task's "
+                   "targets are stated in, without the MIA, probe and relearn tests (faster)")
     c.add_argument("--out", required=True, help="output folder (rows are resumed from it)")
 
     b = sub.add_parser("bench", help="env-step throughput against the forward-pass limit (see benchmarks/)")
@@ -272,7 +274,7 @@ def cmd_compare(args) -> int:
     methods = (args.methods or default_methods(task)) + [f"rl_mask_{layer}" for layer in args.layer]
     run_compare(args.out, task=task, dataset=args.dataset, data_root=args.data_root, data_source=args.data_source,
                 forget_classes=args.forget_classes, methods=methods, seeds=args.seeds, first_seed=args.first_seed,
-                config_path=args.config, rl_iterations=args.rl_iterations, rl_runs=rl_runs,
+                config_path=args.config, rl_iterations=args.rl_iterations, rl_runs=rl_runs, metrics=args.metrics,
                 overrides={k: v for k, v in _overrides(args).items() if k.startswith("target.") or k == "data_columns"})
     return 0
 

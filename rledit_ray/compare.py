@@ -34,11 +34,16 @@ from rledit_ray.baselines import BaselineSettings, baselines_for, run_baseline
 from rledit_ray.compare_checks import RL_PATTERN, SETTINGS_FILE, check_arguments, check_reused_run, check_settings
 from rledit_ray.config import build_config, read_yaml_mapping, with_overrides
 from rledit_ray.errors import UserError
-from rledit_ray.evaluation import evaluate_bias, evaluate_unlearning, gap_to_retrain
+from rledit_ray.evaluation import METRICS, evaluate_bias, evaluate_unlearning, gap_to_retrain
 from rledit_ray.figures import tradeoff_figure
 from rledit_ray.outputs import COMPARISON, check_output, make_output
 from rledit_ray.progress import Progress
 from rledit_ray.worlds.layers import resolve_edit_layers
+
+
+def _pct(row: dict, key: str) -> str:
+    """A progress line's percentage; n/a for a test `--metrics targets` leaves out."""
+    return f"{row[key]:.2%}" if key in row else "n/a"
 
 
 @dataclass(frozen=True)
@@ -79,8 +84,8 @@ SPECS = {
              "50% again (201 = not within 200); gap: mean |UA, RA, TA, MIA - retrain's| for the same seed. "
              "RL time is the whole `rledit train` run (PPO or ES training plus its evaluations).",
         summary=lambda r: (f"forget train {r['forget_train_acc']:.2%} test {r['forget_acc']:.2%} | "
-                           f"retain test {r['retain_acc']:.2%} | MIA {r['mia_efficacy']:.2%} | "
-                           f"probe {r['probe_acc']:.2%}"),
+                           f"retain test {r['retain_acc']:.2%} | MIA {_pct(r, 'mia_efficacy')} | "
+                           f"probe {_pct(r, 'probe_acc')}"),
     ),
     "bias": CompareSpec(
         default_methods=("original", *baselines_for("bias"), "rl_mask", "rl_shift"),
@@ -106,7 +111,7 @@ SPECS = {
              "RL time is the whole `rledit train` run (PPO or ES training plus its evaluations).",
         summary=lambda r: (f"AUC {r['overall_auc']:.2%} | bias {r['bias_score']:.2%} | "
                            f"worst-group AUC {r['worst_group_bias_auc']:.2%} | gap {r['counterfactual_gap']:.3f} | "
-                           f"group probe {r['group_probe_acc']:.2%}"),
+                           f"group probe {_pct(r, 'group_probe_acc')}"),
     ),
 }
 
@@ -148,7 +153,7 @@ class Harness:
     description: str
 
 
-def _harness(cfg) -> Harness:
+def _harness(cfg, metrics: str = "all") -> Harness:
     from rledit_ray.build import build_parts
 
     parts = build_parts(cfg)  # the path `rledit train` takes: same data, splits, target, task
@@ -159,10 +164,10 @@ def _harness(cfg) -> Harness:
         # The unedited head's validation AUC is the task's reference for every later
         # selection (a baseline's epoch, as an RL run's checkpoint).
         task.metrics(full_model_scores(target), pools=("validation",))
-        return Harness(target, task, lambda model, seed: evaluate_bias(model, task, seed=seed),
+        return Harness(target, task, lambda model, seed: evaluate_bias(model, task, seed=seed, metrics=metrics),
                        f"{cfg.dataset}, groups {', '.join(task.data.groups)}")
     splits = task.splits
-    return Harness(target, splits, lambda model, seed: evaluate_unlearning(model, splits, seed=seed),
+    return Harness(target, splits, lambda model, seed: evaluate_unlearning(model, splits, seed=seed, metrics=metrics),
                    f"{cfg.dataset}, forget {list(cfg.forget_classes)}")
 
 
@@ -182,12 +187,15 @@ def run_compare(out: str | Path, task: str = "unlearning", dataset: str | None =
                 forget_classes: list[int] | None = None, methods: list[str] | None = None,
                 seeds: int = 3, first_seed: int = 0, config_path: str | None = None, rl_iterations: int | None = None,
                 rl_runs: dict[tuple[str, int], str] | None = None, progress=print,
-                overrides: dict | None = None) -> Path:
+                overrides: dict | None = None, metrics: str = "all") -> Path:
     """Run every method for seeds first_seed..first_seed+seeds-1; returns the output folder.
-    Several processes may share one folder with disjoint seeds (rows are per-seed files)."""
+    Several processes may share one folder with disjoint seeds (rows are per-seed files).
+    metrics="targets": only the metrics the task's targets are stated in (rledit_ray/evaluation.py)."""
     spec = spec_of(task)
     methods = check_methods(methods or list(spec.default_methods), task)
     check_arguments(methods, seeds, first_seed, rl_iterations, rl_runs or {})
+    if metrics not in METRICS:
+        raise UserError(f"--metrics '{metrics}': choose {' or '.join(METRICS)}")
     out = check_output(out, "--out", accept=(COMPARISON,))
     other = {r.get("task", "unlearning") for r in _read_rows(out)} - {task}
     if other:
@@ -198,9 +206,10 @@ def run_compare(out: str | Path, task: str = "unlearning", dataset: str | None =
              "forget_classes": forget_classes}
     base = with_overrides(base, {**{k: v for k, v in flags.items() if v}, **(overrides or {})})
     cfg = build_config(base)
-    settings = {"task": task, "config": cfg.model_dump(mode="json"), "rl_iterations": rl_iterations}
+    settings = {"task": task, "config": cfg.model_dump(mode="json"), "rl_iterations": rl_iterations,
+                "metrics": metrics}
     check_settings(out, settings)
-    harness = _harness(cfg)
+    harness = _harness(cfg, metrics)
     for m in methods:  # refuse bad layer names before hours of work, not after
         if RL_PATTERN.match(m):
             resolve_edit_layers(harness.target, rl_config(base, m, 0, rl_iterations).edit)
@@ -312,6 +321,8 @@ def markdown_table(rows: list[dict], spec: CompareSpec) -> str:
                 cells.append(f"{mean:.1f} ± {sd:.1f}")
         lines.append(f"| {method} | {len(mine)} | " + " | ".join(cells) + " |")
     lines += ["", f"Mean ± standard deviation over seeds {', '.join(map(str, seeds))}, {spec.note}"]
+    if any("n/a" in line for line in lines[2:-2]):
+        lines[-1] += " n/a: not measured (`--metrics targets` leaves out the MIA, probe and relearn tests)."
     return "\n".join(lines)
 
 
@@ -328,7 +339,7 @@ def write_plot(path: Path, rows: list[dict], spec: CompareSpec) -> None:
     x = np.arange(len(methods))
     lowest = 1.0
     for i, (key, label) in enumerate(metrics):
-        stats = [mean_spread([r[key] for r in rows if r["method"] == m]) for m in methods]
+        stats = [mean_spread([r.get(key, float("nan")) for r in rows if r["method"] == m]) for m in methods]
         lowest = min([lowest, *(s[0] - s[1] for s in stats if not math.isnan(s[0]))])
         ax1.bar(x + (i - (len(metrics) - 1) / 2) * width, [s[0] for s in stats], width,
                 yerr=[s[1] for s in stats], label=label, capsize=2)

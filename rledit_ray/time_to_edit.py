@@ -10,8 +10,10 @@ target to an edit verified on held-out test images:
 - `rledit train` (the default: MNIST, forget class 7, MaskWorld), its phases read from its
   metrics.json (`phase_seconds`; "startup" is the process's time outside `train`: imports,
   the config, the exit);
-- `rledit compare --methods neggrad_plus --seeds 1` (NegGrad+ on class 7; "algorithm" is the
-  row's own `time_s`, the rest is loading, evaluating and writing);
+- `rledit compare --methods neggrad_plus --seeds 1 --metrics targets` (NegGrad+ on class 7,
+  evaluated as `rledit train` verifies an edit: the accuracies, without compare's MIA, probe
+  and relearn tests; "algorithm" is the row's own `time_s`, the rest is loading, evaluating
+  and writing);
 - with `--generalist RUN`: `rledit edit --checkpoint RUN --forget-class 8` (load and serve).
 A first pass, not timed, fills the caches a user's first run fills (the target, the pools'
 activations). What to expect: one table of median seconds per command and phase, each
@@ -53,7 +55,7 @@ def run_rl(out: Path) -> dict:
 
 
 def run_neggrad(out: Path) -> dict:
-    wall = _timed(["compare", "--methods", "neggrad_plus", "--seeds", "1", "--out", str(out)])
+    wall = _timed(["compare", "--methods", "neggrad_plus", "--seeds", "1", "--metrics", "targets", "--out", str(out)])
     row = json.loads((out / "rows" / "neggrad_plus-seed0.json").read_text())
     return {"wall_s": wall, "phases": {"algorithm": row["time_s"], "load, evaluate, write": wall - row["time_s"]},
             "forget": row["forget_acc"], "retain": row["retain_acc"]}

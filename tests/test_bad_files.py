@@ -177,6 +177,7 @@ OTHER_SETTINGS = [
     ("another dataset", {"--dataset": "mnist"}, "config.dataset: digits there, mnist now"),
     ("other RL iterations", {"--rl-iterations": "5"}, "rl_iterations: None there, 5 now"),
     ("another task", {"--task": "bias"}, "holds a --task unlearning comparison"),
+    ("other metrics", {"--metrics": "targets"}, "metrics: all there, targets now"),
 ]
 
 
@@ -195,6 +196,7 @@ COUNTS = [
     ("--seed instead of --seeds", ["--seed", "1"], "use --seeds N"),
     ("unknown extra layer", ["--layer", "fc9"], "unknown layer or parameter 'fc9'"),
     ("unknown task", ["--task", "painting"], "unknown task 'painting'"),
+    ("unknown metrics", ["--metrics", "most"], "--metrics 'most': choose all or targets"),
 ]
 
 

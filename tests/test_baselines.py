@@ -135,6 +135,19 @@ def test_compare_baselines_on_digits(tmp_path, capsys):
     assert (out / "comparison.md").read_text() == md
 
 
+def test_compare_targets_only_leaves_out_the_tests_of_depth(tmp_path):
+    """--metrics targets: the accuracies an edit is verified by, none of the MIA, probe, relearn."""
+    out = tmp_path / "cmp"
+    assert main(["compare", "--dataset", "digits", "--forget-class", "3", "--seeds", "1", "--metrics", "targets",
+                 "--methods", "original", "retrain", "neggrad_plus", "--out", str(out)]) == 0
+    rows = {r["method"]: r for r in csv.DictReader((out / "comparison.csv").open())}
+    assert float(rows["neggrad_plus"]["forget_acc"]) < float(rows["original"]["forget_acc"])
+    for row in rows.values():
+        assert not {"mia_efficacy", "probe_acc", "relearn_steps"} & {k for k, v in row.items() if v}, row
+        assert row["gap_to_retrain"] == "nan"
+    assert "n/a: not measured (`--metrics targets`" in (out / "comparison.md").read_text()
+
+
 @pytest.mark.parametrize("args, message", [
     (["--methods", "scrub"], "unknown method 'scrub'"),
     (["--methods", "rl_mask_fc9"], "unknown layer or parameter 'fc9'"),
