@@ -35,7 +35,7 @@ from rledit_ray.compare_checks import RL_PATTERN, SETTINGS_FILE, check_arguments
 from rledit_ray.config import build_config, read_yaml_mapping, with_overrides
 from rledit_ray.errors import UserError
 from rledit_ray.evaluation import METRICS, evaluate_bias, evaluate_unlearning, gap_to_retrain
-from rledit_ray.figures import tradeoff_figure
+from rledit_ray.figures import pyplot, tradeoff_figure
 from rledit_ray.outputs import COMPARISON, check_output, make_output
 from rledit_ray.progress import Progress
 from rledit_ray.worlds.layers import resolve_edit_layers
@@ -327,10 +327,7 @@ def markdown_table(rows: list[dict], spec: CompareSpec) -> str:
 
 
 def write_plot(path: Path, rows: list[dict], spec: CompareSpec) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     methods = _ordered_methods(rows, spec)
     metrics = spec.plot_metrics

@@ -26,7 +26,8 @@ FRAME = "#ffbf00"  # the forgotten row's frame: amber shows on both ends of the 
 MAX_LABELLED_ROWS = 32
 
 
-def _pyplot():
+def pyplot():
+    """matplotlib.pyplot drawing to files only (the Agg backend), never a window."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -39,7 +40,7 @@ def class_accuracy_bars(path: Path, before: Sequence[float], after: Sequence[flo
                         names: Sequence[str] | None = None, title: str = "per-class accuracy (test)") -> Path:
     """Grouped bars per class; the forgotten classes' "after" bar in red; the change in
     points above each class that moved by half a point or more."""
-    plt = _pyplot()
+    plt = pyplot()
     before, after = np.asarray(before, float), np.asarray(after, float)
     k = np.arange(len(before))
     names = list(names) if names else [str(i) for i in k]
@@ -76,7 +77,7 @@ class EditPanel:
 def edit_heatmaps(path: Path, panels: Sequence[EditPanel], title: str) -> Path:
     """One heatmap per layer on a diverging scale centred on "unchanged" and symmetric, so
     white is untouched and the colour's depth is the size of the change."""
-    plt = _pyplot()
+    plt = pyplot()
     from matplotlib.colors import Normalize
     from matplotlib.patches import Rectangle
 
@@ -111,7 +112,7 @@ def group_auc_bars(path: Path, before: dict[str, dict], after: dict[str, dict],
                    title: str = "per-group AUC (test)") -> Path:
     """Three panels (Subgroup, BPSN, BNSP AUC), a pair of bars per identity group. `before`
     and `after` map group -> its metrics (tasks/bias_metrics.py group_metrics)."""
-    plt = _pyplot()
+    plt = pyplot()
     groups = list(after)
     x = np.arange(len(groups))
     # One row per metric: the groups (up to Jigsaw's nine, with long names) share one x axis.
@@ -167,7 +168,7 @@ def tradeoff_figure(folder: Path, rows: Sequence[dict], point_label: str | None 
 def tradeoff_scatter(path: Path, rows: Sequence[dict], axes: Axes2D, title: str, point_label: str | None = None) -> Path:
     """Every row as a faint point of its method's colour (labelled by `point_label`, e.g.
     the forget class, when given); each method's mean as a bold point with its name."""
-    plt = _pyplot()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(6.4, 4.8))
     methods = list(dict.fromkeys(r["method"] for r in rows))
     colors = plt.get_cmap("tab10")

@@ -9,6 +9,7 @@ from pathlib import Path
 import yaml
 
 from rledit_ray.atomic import save_figure, write_text
+from rledit_ray.figures import pyplot
 
 
 def _pct(x) -> str:
@@ -84,10 +85,7 @@ CURVES = [("forget_val_acc", "forget (val)"), ("retain_val_acc", "retain (val)")
 
 
 def write_curves(path: Path, history: list[dict], curve_keys=CURVES) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     steps = [h["env_steps"] for h in history]
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 3.8))

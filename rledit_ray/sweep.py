@@ -36,6 +36,7 @@ from pathlib import Path
 from rledit_ray.atomic import save_figure, write_json, write_text
 from rledit_ray.config import build_config, with_overrides
 from rledit_ray.errors import UserError
+from rledit_ray.figures import pyplot
 from rledit_ray.outputs import SWEEP, check_output, make_output
 from rledit_ray.sweep_spec import SweepSpec, load_spec  # noqa: F401 (load_spec: the spec's public door)
 
@@ -244,10 +245,7 @@ def _fmt(v) -> str:
 
 
 def _plots(rows: list[dict], spec: SweepSpec, out: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     finished = [r for r in rows if r["status"] == "finished"]
     x_keys, y_pair = list(spec.search_space), _pareto_pair(finished)

@@ -23,6 +23,7 @@ from rledit_ray.build import PARTS_KEY, build_env, build_world, ship_parts
 from rledit_ray.config import RunConfig
 from rledit_ray.connect import agent_resources, check_address, check_resources, ensure_ray, start_ray_early
 from rledit_ray.errors import UserError
+from rledit_ray.figures import pyplot
 from rledit_ray.model_card import reproduce_command, write_model_card
 from rledit_ray.outputs import UNFINISHED_RUN, check_output, folder_kind, make_output
 from rledit_ray.progress import Progress
@@ -107,9 +108,11 @@ def train(cfg: RunConfig, out: str | Path, progress=print, address: str | None =
     phases.done("load")
     before, rand = strategy.before(progress)  # while Ray starts
     phases.done("before")
-    # Imports that would otherwise wait for Ray: RLlib's (~1.5 s; RLlib itself needs Ray up), and
-    # torch's compiler stack (~1.1 s), which RLlib's seeding pulls in (use_deterministic_algorithms).
+    # Imports that would otherwise wait for Ray: RLlib's (~1.5 s; RLlib itself needs Ray up),
+    # torch's compiler stack (~1.1 s), which RLlib's seeding pulls in (use_deterministic_algorithms),
+    # and the figures' matplotlib (~0.45 s), which the run's end would wait for.
     import torch._inductor, rledit_ray.agent.ppo  # noqa: F401, E401, I001
+    pyplot()
     ensure_ray(address)
     phases.done("ray")
     algo = build_algo(cfg, world, strategy)
