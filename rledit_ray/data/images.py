@@ -141,7 +141,7 @@ def preprocess_images(ds: ImageDataset, mean: list[float], std: list[float],
     def apply(x: torch.Tensor) -> torch.Tensor:
         if size is not None:
             x = sources.resize(x, size)
-        return (x - mean_t) / std_t
+        return torch.sub(x, mean_t).div_(std_t)  # (x - mean) / std, one new tensor (MNIST's: 220 MB) not two
 
     return dataclasses.replace(ds, x_train=apply(ds.x_train), x_test=apply(ds.x_test))
 
