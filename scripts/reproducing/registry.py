@@ -12,7 +12,7 @@ from .tables_byo import byo_bench_table, byo_table, mask_settings_table, transfo
 from .tables_generalist import generalist_table, requests_table, serve_timing_table
 from .tables_performance import bench_table, test_suite_table, time_to_edit_table, world_only_table
 from .tables_sweeps import BIAS_SWEEP, UNLEARNING_SWEEP, sweep_table
-from .tables_unlearning import comparison_md, optimiser_table, unlearning_runs_table
+from .tables_unlearning import comparison_md, deep_layer_table, optimiser_table, unlearning_runs_table
 
 
 # ---------------------------------------------------------------------------- docs/results.md, docs/baselines.md
@@ -59,6 +59,10 @@ def _deep_edits() -> dict[str, Table]:
                 train(f"{bias}/seed{s}", f"--config configs/bias_fc1_es.yaml --seed {s}",
                       f"`rledit train --config configs/bias_fc1_es.yaml --seed {s}`") for s in (0, 1, 2)),
                 bias_delta_table, 9),
+            "conv2": Table("docs/deep-edits.md", tuple(
+                train(f"{out_dir('conv2')}/seed{s}", f"--config configs/conv2_es.yaml --seed {s}",
+                      f"`rledit train --config configs/conv2_es.yaml --seed {s}`") for s in (0, 1, 2)),
+                deep_layer_table, 36),
             "bias-es-mask": Table("docs/deep-edits.md", tuple(
                 train(f"{out_dir('bias-es-mask')}/seed{s}", f"--config configs/bias_fc1_es.yaml --world mask --seed {s}",
                       f"`rledit train --config configs/bias_fc1_es.yaml --world mask --seed {s}`") for s in (0, 1, 2)),

@@ -56,3 +56,17 @@ def optimiser_table(o: Outputs) -> str:
                      f"{m['wall_time_s']:.0f}"])
     return md_table(["optimiser", "layer (action dims)", "world", "seed", "forget (test)", "retain (test)",
                      "test target met", "env steps", "validation target met (stopped at)", "wall s"], rows)
+
+
+def deep_layer_table(o: Outputs) -> str:
+    """docs/deep-edits.md, a deeper layer's runs: one row per seed against the deep-edit
+    issue's bar for conv2 (forget <= 2%, retain >= 95% on test, each run <= 15 minutes)."""
+    rows = []
+    for step in o.table.steps:
+        m = o.metrics(step)
+        a = m["after"]
+        met = a["forget_acc"] <= 0.02 and a["retain_acc"] >= 0.95 and m["wall_time_s"] <= 15 * 60
+        rows.append([step.label, pct(a["forget_acc"]), pct(a["retain_acc"]), "yes" if met else "no",
+                     str(m["iterations"]), str(m["env_steps"]), f"{m['wall_time_s'] / 60:.1f} min"])
+    return md_table(["command", "forget (test)", "retain (test)", "target met", "iterations", "env steps",
+                     "wall time"], rows)
