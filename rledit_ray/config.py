@@ -343,6 +343,11 @@ def absolute_paths(data: dict, base: Path) -> dict:
 
 
 def load_config(path: str | Path | None, overrides: dict | None = None) -> RunConfig:
-    """YAML file (optional) with CLI overrides (dotted keys allowed) on top."""
+    """YAML file (optional) with CLI overrides (dotted keys allowed) on top. A bad value is
+    named where it came from: the file, or the command line's flag."""
     data = read_yaml_mapping(path) if path else {}
-    return build_config(with_overrides(data, overrides), where=str(path) if path else "config")
+    try:
+        return RunConfig.model_validate(with_overrides(data, overrides)).check()
+    except ValidationError as err:
+        field = ".".join(str(p) for p in err.errors()[0]["loc"])
+        raise _one_line(err, "command line" if field in (overrides or {}) else str(path) if path else "config") from None
