@@ -218,6 +218,13 @@ def test_a_table_runs_resumes_and_rewrites_its_block(tmp_path, monkeypatch, caps
     with pytest.raises(SystemExit, match="exit status 3"):
         runner.reproduce("fake", failing, env)
     assert page.read_text() == before
+    # Other code: nothing of the old outputs is reused, every command runs again.
+    monkeypatch.setattr(runner, "git_commit", lambda: "newer")
+    capsys.readouterr()
+    runner.reproduce("fake", table, env)
+    printed = capsys.readouterr().out
+    assert "holds outputs of commit unknown: removed" in printed and "[finished before]" not in printed
+    assert "already done" not in page.read_text() and "commit newer" in page.read_text()
 
 
 # ---------------------------------------------------------------------------- table builders on fixtures

@@ -7,6 +7,7 @@ import datetime
 import json
 import os
 import platform
+import shutil
 import subprocess
 import sys
 import threading
@@ -95,12 +96,33 @@ def run_step(command: str, setup: str, env: dict, log: Path) -> int:
     return rc
 
 
+def _other_code(out: Path, commit: str) -> str:
+    """What made the outputs in `out` if not `commit` ("commit X", "an unrecorded commit"); ''
+    when there are none or this commit made them all."""
+    if not out.is_dir() or not any(out.iterdir()):
+        return ""
+    made = {json.loads(p.read_text()).get("commit") for p in (out / "logs").glob("step*.json")}
+    if made == {commit}:
+        return ""
+    known = sorted(c for c in made if c)
+    return "commit " + ", ".join(known) if known and None not in made else "an unrecorded commit"
+
+
 def reproduce(name: str, table: Table, env: dict, dry_run: bool = False) -> None:
     """Write the table's files, run each step that is not done (printing every command), then
     rewrite its block in its page; dry_run: print what would run, run and write nothing."""
     out = ROOT / out_dir(name)
     logs = out / "logs"
     print(f"== {name} -> {table.page} (~{table.minutes:g} min)", flush=True)
+    # The commit is read before the commands run: the code they measured, not a later HEAD.
+    started, load0, skipped, commit = time.time(), os.getloadavg()[0], 0, git_commit()
+    other = _other_code(out, commit)
+    if other:
+        # A table resumes only what this code made: a block never shows one commit's outputs
+        # under another's header.
+        print(f"   {out_dir(name)} holds outputs of {other}: removed, every command runs again", flush=True)
+        if not dry_run:
+            shutil.rmtree(out)
     if table.setup:
         print(f"   before each command: {table.setup}")
     for file in table.files:
@@ -109,8 +131,6 @@ def reproduce(name: str, table: Table, env: dict, dry_run: bool = False) -> None
         logs.mkdir(parents=True, exist_ok=True)
         for file, text in table.files.items():
             write_atomically(out / file, text())
-    # The commit is read before the commands run: the code they measured, not a later HEAD.
-    started, load0, skipped, commit = time.time(), os.getloadavg()[0], 0, git_commit()
     for i, step in enumerate(table.steps):
         command, skip = command_line(table, step)
         record_path = logs / f"step{i:02d}.json"
@@ -125,7 +145,7 @@ def reproduce(name: str, table: Table, env: dict, dry_run: bool = False) -> None
             continue
         t0 = time.time()
         rc = run_step(command, table.setup, env, logs / f"step{i:02d}")
-        write_atomically(record_path, json.dumps({"command": step.command, "ran": command, "rc": rc,
+        write_atomically(record_path, json.dumps({"command": step.command, "ran": command, "rc": rc, "commit": commit,
                                                   "seconds": time.time() - t0,
                                                   "finished": datetime.datetime.now().isoformat(timespec="seconds")}) + "\n")
         if rc != 0:
