@@ -34,7 +34,7 @@ from rledit_ray.baselines import BaselineSettings, baselines_for, run_baseline
 from rledit_ray.compare_checks import RL_PATTERN, SETTINGS_FILE, check_arguments, check_reused_run, check_settings
 from rledit_ray.config import build_config, read_yaml_mapping, with_overrides
 from rledit_ray.errors import UserError
-from rledit_ray.evaluation import METRICS, evaluate_bias, evaluate_unlearning, gap_to_retrain
+from rledit_ray.evaluation import check_metrics, evaluate_bias, evaluate_unlearning, gap_to_retrain
 from rledit_ray.figures import pyplot, tradeoff_figure
 from rledit_ray.outputs import COMPARISON, check_output, make_output
 from rledit_ray.progress import Progress
@@ -194,8 +194,7 @@ def run_compare(out: str | Path, task: str = "unlearning", dataset: str | None =
     spec = spec_of(task)
     methods = check_methods(methods or list(spec.default_methods), task)
     check_arguments(methods, seeds, first_seed, rl_iterations, rl_runs or {})
-    if metrics not in METRICS:
-        raise UserError(f"--metrics '{metrics}': choose {' or '.join(METRICS)}")
+    check_metrics(metrics, "--metrics")  # before anything loads
     out = check_output(out, "--out", accept=(COMPARISON,))
     other = {r.get("task", "unlearning") for r in _read_rows(out)} - {task}
     if other:
@@ -230,7 +229,7 @@ def run_compare(out: str | Path, task: str = "unlearning", dataset: str | None =
                 continue
             model, seconds, extra = _edit(method, seed, harness, base, cfg, rl_iterations,
                                           (rl_runs or {}).get((method, seed)), out, progress)
-            row = {"task": task, "method": method, "seed": seed, "time_s": seconds,
+            row = {"task": task, "method": method, "seed": seed, "time_s": seconds, "metrics": metrics,
                    **harness.evaluate(model, seed), **extra}
             write_json(path, row)
             progress(f"seed {seed} {method:20s} {seconds:7.1f} s | {spec.summary(row)}")
@@ -321,7 +320,7 @@ def markdown_table(rows: list[dict], spec: CompareSpec) -> str:
                 cells.append(f"{mean:.1f} ± {sd:.1f}")
         lines.append(f"| {method} | {len(mine)} | " + " | ".join(cells) + " |")
     lines += ["", f"Mean ± standard deviation over seeds {', '.join(map(str, seeds))}, {spec.note}"]
-    if any("n/a" in line for line in lines[2:-2]):
+    if any(r.get("metrics") == "targets" for r in rows):
         lines[-1] += " n/a: not measured (`--metrics targets` leaves out the MIA, probe and relearn tests)."
     return "\n".join(lines)
 

@@ -284,11 +284,14 @@ def _one_line(err: ValidationError, where: str) -> UserError:
     return UserError(" ".join(f"{where}: {field}: {msg}".split()))  # a key may hold a newline
 
 
-def build_config(data: dict | None = None, where: str = "config") -> RunConfig:
+def build_config(data: dict | None = None, where: str = "config", from_flags=()) -> RunConfig:
+    """`where`: what a bad value is named by; `from_flags`: the dotted keys the command line
+    set, whose bad values are named "command line" instead."""
     try:
         return RunConfig.model_validate(data or {}).check()
     except ValidationError as err:
-        raise _one_line(err, where) from None
+        field = ".".join(str(p) for p in err.errors()[0]["loc"])
+        raise _one_line(err, "command line" if field in from_flags else where) from None
 
 
 def read_yaml_mapping(path: str | Path, what: str = "config file") -> dict:
@@ -346,8 +349,5 @@ def load_config(path: str | Path | None, overrides: dict | None = None) -> RunCo
     """YAML file (optional) with CLI overrides (dotted keys allowed) on top. A bad value is
     named where it came from: the file, or the command line's flag."""
     data = read_yaml_mapping(path) if path else {}
-    try:
-        return RunConfig.model_validate(with_overrides(data, overrides)).check()
-    except ValidationError as err:
-        field = ".".join(str(p) for p in err.errors()[0]["loc"])
-        raise _one_line(err, "command line" if field in (overrides or {}) else str(path) if path else "config") from None
+    return build_config(with_overrides(data, overrides), where=str(path) if path else "config",
+                        from_flags=overrides or {})

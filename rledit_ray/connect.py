@@ -165,7 +165,7 @@ def exit_process(code: int) -> None:
         if _nothing_to_wait_for():
             _flush_and_exit(code)
         sys.exit(code)
-    if _early or (_private.is_set() and ray is not None and ray.is_initialized()):  # a start in flight is ours too
+    if _early or _private.is_set():  # Ray runs (or is starting, which is ours too): ours to end, or a cluster's
         if _early:
             # A command that failed while Ray was still starting (a user error found early) waits
             # for the start: a process forked while this thread flushes and kills inherits a held

@@ -109,7 +109,7 @@ def probe_accuracy(train_x: np.ndarray, train_is_forget: np.ndarray, test_x: np.
 def evaluate_unlearning(model: nn.Module, splits: UnlearningSplits, seed: int = 0,
                         metrics: str = "all") -> dict[str, float]:
     """Every unlearning metric of `model` on `splits`, or only the accuracies (module docstring)."""
-    _check_metrics(metrics)
+    check_metrics(metrics)
     model = model.eval()
     out, cache = {}, {}
     for name, attr in SETS.items():
@@ -172,7 +172,7 @@ def evaluate_bias(model: nn.Module, task, seed: int = 0, metrics: str = "all") -
     from rledit_ray.baselines.head_fit import train_side
     from rledit_ray.targets import full_model_scores
 
-    _check_metrics(metrics)
+    check_metrics(metrics)
     model = model.eval()
     report = task.metrics(full_model_scores(model), pools=("test",))
     out = {k: float(v) for k, v in report.items() if k != "groups"}
@@ -195,9 +195,10 @@ def _grouped_features(model: nn.Module, rows) -> tuple[np.ndarray, np.ndarray]:
     return feats.numpy(), rows.membership[has_group].float().argmax(1).numpy()
 
 
-def _check_metrics(metrics: str) -> None:
+def check_metrics(metrics: str, name: str = "metrics") -> None:
+    """Refuse a `metrics` setting other than METRICS (`name`: what the caller calls it)."""
     if metrics not in METRICS:
-        raise UserError(f"metrics '{metrics}': choose {' or '.join(METRICS)}")
+        raise UserError(f"{name} '{metrics}': choose {' or '.join(METRICS)}")
 
 
 def gap_to_retrain(metrics: dict, retrain: dict) -> float:
