@@ -221,6 +221,10 @@ def test_a_table_runs_resumes_and_rewrites_its_block(tmp_path, monkeypatch, caps
     # Other code: nothing of the old outputs is reused, every command runs again.
     monkeypatch.setattr(runner, "git_commit", lambda: "newer")
     capsys.readouterr()
+    runner.reproduce("fake", table, env, dry_run=True)  # lists what the real run will do
+    printed = capsys.readouterr().out
+    assert "would be removed" in printed and "[finished before]" not in printed and "[done]" not in printed
+    assert (tmp_path / out / "marker").exists()
     runner.reproduce("fake", table, env)
     printed = capsys.readouterr().out
     assert "holds outputs of commit unknown: removed" in printed and "[finished before]" not in printed

@@ -120,7 +120,8 @@ def reproduce(name: str, table: Table, env: dict, dry_run: bool = False) -> None
     if other:
         # A table resumes only what this code made: a block never shows one commit's outputs
         # under another's header.
-        print(f"   {out_dir(name)} holds outputs of {other}: removed, every command runs again", flush=True)
+        verb = "would be removed" if dry_run else "removed"
+        print(f"   {out_dir(name)} holds outputs of {other}: {verb}, every command runs again", flush=True)
         if not dry_run:
             shutil.rmtree(out)
     if table.setup:
@@ -132,9 +133,12 @@ def reproduce(name: str, table: Table, env: dict, dry_run: bool = False) -> None
         for file, text in table.files.items():
             write_atomically(out / file, text())
     for i, step in enumerate(table.steps):
-        command, skip = command_line(table, step)
         record_path = logs / f"step{i:02d}.json"
-        record = json.loads(record_path.read_text()) if record_path.is_file() else None
+        if other:  # what a dry run lists: the outputs it would remove do not count as done
+            command, skip, record = step.command, "", None
+        else:
+            command, skip = command_line(table, step)
+            record = json.loads(record_path.read_text()) if record_path.is_file() else None
         if not skip and record and record.get("rc") == 0 and record.get("command") == step.command:
             skip = "finished before"
         print(f"   {'[' + skip + '] ' if skip else ''}{command}", flush=True)
