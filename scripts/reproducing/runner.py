@@ -134,7 +134,7 @@ def reproduce(name: str, table: Table, env: dict, dry_run: bool = False) -> None
             write_atomically(out / file, text())
     for i, step in enumerate(table.steps):
         record_path = logs / f"step{i:02d}.json"
-        if other:  # what a dry run lists: the outputs it would remove do not count as done
+        if other:  # removed above (a dry run only says it would be): none of them counts as done
             command, skip, record = step.command, "", None
         else:
             command, skip = command_line(table, step)
