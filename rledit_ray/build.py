@@ -31,7 +31,8 @@ from rledit_ray.data.images import default_normalisation
 from rledit_ray.data.text import load_text_dataset, text_splits
 from rledit_ray.errors import UserError
 from rledit_ray.targets import load_target
-from rledit_ray.targets.encoder import dataset_embeddings
+from rledit_ray.targets.encoder import MAX_TOKENS, dataset_embeddings, encoder_path
+from rledit_ray.targets.sentence_classifier import edits_encoder, sentence_classifier
 from rledit_ray.targets.sources import is_file_module, load_sequence_classifier, load_user_model, pack_texts
 from rledit_ray.targets.split import PACKED_INPUTS, call_model
 from rledit_ray.targets.text_head import load_text_head
@@ -165,9 +166,7 @@ def _bias_inputs(cfg: RunConfig, model: nn.Module | None = None, ds=None) -> Inp
         model, tokenizer = load_sequence_classifier(cfg.target.hf)
         setattr(model, PACKED_INPUTS, ("input_ids", "attention_mask"))
         # One call: texts and both sides of the pairs share one padded length.
-        packed = pack_texts(tokenizer, ds.texts + originals + swapped, cfg.target.max_length).numpy()
-        n, m = len(ds.texts), len(originals)
-        x, pair_original, pair_swapped = packed[:n], packed[n:n + m], packed[n + m:]
+        x, pair_original, pair_swapped = _packed(tokenizer, ds.texts, originals, swapped, cfg.target.max_length)
         meta = {"source": "transformers", "hf": cfg.target.hf, "class": type(model).__name__,
                 "max_length": cfg.target.max_length, "dataset": ds.name, "data_source": ds.source}
     else:
@@ -176,10 +175,22 @@ def _bias_inputs(cfg: RunConfig, model: nn.Module | None = None, ds=None) -> Inp
         model, meta = load_text_head(ds.name, torch.from_numpy(x[splits.fit]),
                                      torch.from_numpy(ds.labels[splits.fit]), seed=cfg.target_seed,
                                      extra_meta={"data_source": ds.source, "encoder": "all-MiniLM-L6-v2 (mean)"})
+        if edits_encoder(cfg.edit):  # the head on the encoder, from token ids
+            model, tokenizer = sentence_classifier(model, encoder_path())
+            x, pair_original, pair_swapped = _packed(tokenizer, ds.texts, originals, swapped, MAX_TOKENS)
+            meta = {**meta, "architecture": f"{meta['architecture']}, the encoder in the network"}
     check_fits(model, torch.from_numpy(x[:2]), 2, f"the target ({type(model).__name__})")
     data = bias_data(ds.labels, ds.membership, ds.groups, splits, x, pair_original, pair_swapped,
                      np.asarray([g for _, _, g in ds.pairs], np.int64))
     return Inputs(*_with_fingerprint(model, meta), data=data)
+
+
+def _packed(tokenizer, texts: list[str], originals: list[str], swapped: list[str], max_length: int):
+    """Token ids of the texts and of both sides of the pairs, packed in one call so that all
+    share one padded length."""
+    packed = pack_texts(tokenizer, texts + originals + swapped, max_length).numpy()
+    n, m = len(texts), len(originals)
+    return packed[:n], packed[n:n + m], packed[n + m:]
 
 
 def _bias_parts(cfg: RunConfig, inputs: Inputs) -> Parts:
@@ -208,7 +219,8 @@ def build_inputs(cfg: RunConfig, model: nn.Module | None = None, data=None) -> I
     if cfg.target.python_object:
         raise UserError(f"this run edited a Python object ({cfg.target.python_object}) that its config cannot "
                         f"rebuild: pass the model to rledit_ray.edit(...) again")
-    key = _key(cfg, INPUT_FIELDS)
+    # An edit of the bias encoder needs the encoder in the target, and token ids as inputs.
+    key = _key(cfg, INPUT_FIELDS) + f"|encoder={edits_encoder(cfg.edit)}"
     if key not in _PROCESS_INPUTS:
         _PROCESS_INPUTS[key] = TASK_BUILDERS[cfg.task][0](cfg)
     return _PROCESS_INPUTS[key]

@@ -276,3 +276,51 @@ def test_train_bias_on_redditbias_end_to_end(tmp_path):
     m = _check_run(_train(tmp_path, FAST_BIAS), ("female", "black", "jews", "lgbtq", "muslims"))
     assert 0.75 < m["before"]["overall_auc"] < 0.9
     assert m["before"]["counterfactual_gap"] > 0
+
+
+# ----------------------------------------------------------------------------- editing the encoder
+def _jigsaw_config(tmp_path, **fields) -> dict:
+    write_jigsaw(tmp_path / "jigsaw.csv", rows=240)
+    return {"task": "bias", "dataset": "jigsaw", "data_root": str(tmp_path / "jigsaw.csv"),
+            "samples": {"per_set": 16}, **fields}
+
+
+def test_an_edit_of_the_encoder_puts_the_encoder_in_the_target(tmp_path):
+    """`minilm.<module>` edits MiniLM itself: the target becomes encoder + pooling + the same
+    head on token ids, scoring exactly as the head on the cached embeddings does."""
+    from rledit_ray.build import build_world
+    from rledit_ray.targets.sentence_classifier import SentenceClassifier
+
+    base = _jigsaw_config(tmp_path, world="shift", episode_length=1)
+    head_world = build_world(build_config(base))
+    world = build_world(build_config({**base, "edit": ["minilm.encoder.layer.5.output.dense"]}))
+    assert isinstance(world.model, SentenceClassifier) and world.split.kind == "memo"
+    assert [(layer.rows, layer.cols) for layer in world.layers] == [(384, 1537)]
+    test = world.task.data.test
+    assert test.x.dtype == torch.long and test.x.shape[1] == 2  # token ids and attention masks
+    torch.testing.assert_close(world.scores("test", test), head_world.scores("test", head_world.task.data.test),
+                               atol=1e-5, rtol=1e-5)
+    world.reset(seed=0)
+    before = world.scores("test", test).clone()
+    # Not a constant action: a constant added to the matrix shifts every output alike, which the
+    # LayerNorm after it removes.
+    _, reward, _, _, info = world.step(np.random.default_rng(0).uniform(-1, 1, world.action_space.shape).astype(np.float32))
+    assert np.isfinite(reward) and (world.scores("test", test) - before).abs().max() > 1e-3
+    with pytest.raises(UserError, match="minilm.encoder.layer.9"):
+        build_world(build_config({**base, "edit": ["minilm.encoder.layer.9.output.dense"]}))
+
+
+@pytest.mark.slow
+def test_es_edits_the_encoder_end_to_end_and_the_edit_replays(tmp_path, monkeypatch):
+    import json
+
+    from rledit_ray.cli import main
+
+    config = _jigsaw_config(tmp_path, world="shift", edit=["minilm.encoder.layer.5.output.dense"], episode_length=1,
+                            agent={"algorithm": "es", "es_population": 4}, training={"iterations": 2})
+    m = _check_run(_train(tmp_path, config), JIGSAW_COLUMNS[3:])
+    monkeypatch.chdir(tmp_path)
+    assert main(["edit", "--checkpoint", "run", "--out", "edited"]) == 0
+    replay = json.loads((tmp_path / "edited" / "metrics.json").read_text())["after"]
+    for key in ("overall_auc", "bias_score", "worst_group_bias_auc"):
+        assert replay[key] == pytest.approx(m["after"][key], nan_ok=True)

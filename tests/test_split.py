@@ -7,9 +7,10 @@ import pickle
 import numpy as np
 import pytest
 import torch
+import torch.utils._pytree as pytree
 from torch import nn
 
-from rledit_ray.targets import digits_cnn
+from rledit_ray.targets import digits_cnn, memo
 from rledit_ray.targets.split import PACKED_INPUTS, FullSplit, call_model, split_model
 from rledit_ray.worlds import MaskWorld, WorldBatch, WorldSettings
 from rledit_ray.worlds import base as world_base
@@ -220,6 +221,23 @@ def test_a_transformers_classifier_is_split_by_recording(bert, edited, recorded)
     split, cached = assert_split_is_exact(model, edited, x, "memo")
     (_, records), = cached.chunks
     assert sorted(records) == sorted((name, 0) for name in recorded)
+
+
+def test_transformer_records_hold_only_what_the_edit_reads_and_texts_are_cut_by_length(bert, monkeypatch):
+    model, x = bert
+    model = copy.deepcopy(model)
+    monkeypatch.setattr(memo, "TEXT_CHUNK", 8)  # 24 texts: three chunks of their own lengths
+    split, cached = assert_split_is_exact(model, ["bert.encoder.layer.1.output.dense"], x, "memo")
+    ends = x[:, 1].sum(1)  # right padding: a text ends after its mask's ones
+    widths = [inputs.shape[-1] for inputs, _ in cached.chunks]
+    assert widths == sorted(widths) and widths[0] < x.shape[-1]
+    assert widths == [int(ends[cached.restore.argsort()[i:i + 8]].max()) for i in (0, 8, 16)]
+    for _, records in cached.chunks:
+        held = {key for key, value in records.items()
+                if any(t.untyped_storage().nbytes() > t.element_size() for t in pytree.tree_leaves(value)
+                       if isinstance(t, torch.Tensor))}
+        # The embeddings and layer 0 only feed stubbed modules; what layer 1's FFN output reads stays.
+        assert held == {("bert.encoder.layer.1.attention", 0), ("bert.encoder.layer.1.intermediate", 0)}
 
 
 # ---------------------------------------------------------------------- fallbacks

@@ -26,7 +26,6 @@ log = logging.getLogger(__name__)
 ENCODER_NAME = "all-MiniLM-L6-v2"
 MAX_TOKENS = 128  # RedditBias comments are short; longer Jigsaw comments are truncated
 BATCH = 64
-# Counts real encoder runs in this process (tests check that a cache hit does not run it).
 
 
 def encoder_path() -> str:
@@ -59,15 +58,30 @@ def embed_texts(texts: list[str], encoder: str | None = None) -> np.ndarray:
     return vectors
 
 
-def _encode(texts: list[str], encoder: str) -> np.ndarray:
+def load_encoder(encoder: str, pooling_layer: bool = True):
+    """(tokenizer, model) of the sentence encoder at `encoder` (a local folder: offline)."""
     os.environ.setdefault("HF_HUB_OFFLINE", "1")  # never reach for a hub at run time
     os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
     from transformers import AutoModel, AutoTokenizer
     from transformers.utils import logging as hf_logging
 
     hf_logging.disable_progress_bar()  # stderr is kept for the one-line error a user must read
-    tokenizer = AutoTokenizer.from_pretrained(encoder)
     model = AutoModel.from_pretrained(encoder).eval()
+    if not pooling_layer:
+        model.pooler = None  # BertModel skips a missing pooler; loading without one prints a report
+    return AutoTokenizer.from_pretrained(encoder), model
+
+
+def sentence_vectors(hidden: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+    """The sentence embedding of the encoder's last hidden states: the mean over real tokens,
+    L2-normalised (what all-MiniLM-L6-v2 is trained for)."""
+    mask = attention_mask.unsqueeze(-1).to(hidden.dtype)
+    pooled = (hidden * mask).sum(1) / mask.sum(1).clamp_min(1e-9)
+    return torch.nn.functional.normalize(pooled, dim=1)
+
+
+def _encode(texts: list[str], encoder: str) -> np.ndarray:
+    tokenizer, model = load_encoder(encoder)
     out = []
     bar = Progress(f"embedding {len(texts)} texts", total=len(texts), unit="text")
     with torch.inference_mode():
@@ -75,9 +89,7 @@ def _encode(texts: list[str], encoder: str) -> np.ndarray:
             batch = tokenizer(texts[i : i + BATCH], padding=True, truncation=True,
                               max_length=MAX_TOKENS, return_tensors="pt")
             hidden = model(**batch).last_hidden_state
-            mask = batch["attention_mask"].unsqueeze(-1).to(hidden.dtype)
-            pooled = (hidden * mask).sum(1) / mask.sum(1).clamp_min(1e-9)
-            out.append(torch.nn.functional.normalize(pooled, dim=1).numpy())
+            out.append(sentence_vectors(hidden, batch["attention_mask"]).numpy())
             bar.update(len(batch["input_ids"]))
     bar.close()
     return np.concatenate(out).astype(np.float32) if out else np.zeros((0, 384), np.float32)

@@ -1,0 +1,275 @@
+"""The "memo" split (targets/split.py, item 2): record the frozen submodules' outputs once per
+input set, replay them at every step.
+
+What is recorded, and how it is kept small, is described in targets/split.py; this module holds
+the mechanism: recording and replaying calls through temporarily replaced `forward`s, finding
+the records nothing reads, and cutting packed texts by length.
+"""
+from __future__ import annotations
+
+import logging
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Callable
+
+import torch
+import torch.utils._pytree as pytree
+from torch import nn
+
+from rledit_ray.targets.forward import CHUNK, PACKED_INPUTS, Split, call_model, outputs_close
+
+log = logging.getLogger(__name__)
+
+TEXT_CHUNK = 256  # rows of packed texts per recorded chunk: each chunk is cut to its longest text
+MEMO_BUDGET = 1 << 30  # bytes of recorded outputs per input set
+_TOLERANCE = 1e-6  # record vs replay: the same operations on the same numbers
+
+
+@dataclass
+class MemoCache:
+    """One input set for a MemoSplit: per chunk, the inputs (the glue code still reads them) and
+    the recorded outputs {(module name, call index): output}, or None for a set evaluated in full;
+    `restore` puts the chunks' rows back in the input's order (None: they are in order)."""
+
+    chunks: list[tuple[torch.Tensor, dict | None]]
+    restore: torch.Tensor | None = None
+
+    def __len__(self) -> int:
+        return sum(len(x) for x, _ in self.chunks)
+
+
+class MemoSplit(Split):
+    kind = "memo"
+
+    def __init__(self, model: nn.Module, edited: list[str], frozen: list[str], clone: bool,
+                 budget: int = MEMO_BUDGET):
+        super().__init__(model)
+        self.edited = [model.get_submodule(name) for name in edited]
+        self.frozen = {name: model.get_submodule(name) for name in frozen}
+        self.clone = clone
+        self.budget = budget
+        self.unread: frozenset = frozenset()  # record keys nothing downstream reads
+        self.by_length = True  # packed texts: sort by length and cut each chunk's padding
+
+    def prefix(self, x: torch.Tensor, persist: bool = False) -> MemoCache:  # records stay in memory
+        if not len(x):  # nothing to record; the model's own pass gives the (0, classes) logits
+            return MemoCache([(x.to(self.device), None)])
+        pieces, restore = _text_chunks(self.model, x) if self.by_length else (None, None)
+        if pieces is None:
+            pieces = [x[i : i + CHUNK] for i in range(0, len(x), CHUNK)]
+        chunks, total = [], 0
+        for piece in pieces:
+            inputs = piece.to(self.device)
+            records = None
+            if total <= self.budget:
+                records, _, _ = self.record(inputs)
+                total += _nbytes(records)
+            chunks.append((inputs, records))
+        if total > self.budget:
+            log.warning("recorded outputs of %s for %d rows would exceed %.3g GiB: evaluating these rows "
+                        "with the whole model at every step", type(self.model).__name__, len(x),
+                        self.budget / 2**30)
+            chunks = [(inputs, None) for inputs, _ in chunks]
+        return MemoCache(chunks, None if restore is None else restore.to(self.device))
+
+    def suffix(self, cache: MemoCache) -> torch.Tensor:
+        with torch.inference_mode():
+            out = [self.replay(inputs, records) if records is not None else call_model(self.model, inputs)
+                   for inputs, records in cache.chunks]
+            out = out[0] if len(out) == 1 else torch.cat(out)
+            return out if cache.restore is None else out[cache.restore]
+
+    def record(self, x: torch.Tensor) -> tuple[dict, torch.Tensor, bool]:
+        """Run the model once: (records, logits, whether an edited module was called)."""
+        records, calls, state = {}, {}, {"depth": 0, "edit_started": False}
+
+        def recorder(name: str, forward: Callable) -> Callable:
+            def run(*args, **kwargs):
+                if state["depth"]:  # a frozen module called inside another frozen one: not a stub's
+                    return forward(*args, **kwargs)
+                index = calls[name] = calls.get(name, -1) + 1
+                state["depth"] += 1
+                try:
+                    out = forward(*args, **kwargs)
+                finally:
+                    state["depth"] -= 1
+                if not state["edit_started"]:
+                    key = (name, index)
+                    # Cloned now, before the glue code can change it in place.
+                    records[key] = (_placeholder(out) if key in self.unread
+                                    else _cloned(out) if self.clone else out)
+                return out
+            return run
+
+        def marker(forward: Callable) -> Callable:
+            def run(*args, **kwargs):
+                state["edit_started"] = True
+                return forward(*args, **kwargs)
+            return run
+
+        replacements = [(m, lambda f, n=name: recorder(n, f)) for name, m in self.frozen.items()]
+        replacements += [(m, marker) for m in self.edited]
+        with torch.inference_mode(), _forwards_replaced(replacements):
+            logits = call_model(self.model, x)
+        return records, logits, state["edit_started"]
+
+    def replay(self, x: torch.Tensor, records: dict) -> torch.Tensor:
+        """The model's logits on `x` with recorded calls answered from `records`. Calls are
+        counted exactly as `record` counted them, so index i is the same call."""
+        calls, state = {}, {"depth": 0}
+
+        def stub(name: str, forward: Callable) -> Callable:
+            def run(*args, **kwargs):
+                if state["depth"]:
+                    return forward(*args, **kwargs)
+                index = calls[name] = calls.get(name, -1) + 1
+                key = (name, index)
+                if key in records:
+                    return _cloned(records[key]) if self.clone and key not in self.unread else records[key]
+                state["depth"] += 1
+                try:
+                    return forward(*args, **kwargs)
+                finally:
+                    state["depth"] -= 1
+            return run
+
+        replacements = [(m, lambda f, n=name: stub(n, f)) for name, m in self.frozen.items()]
+        with torch.inference_mode(), _forwards_replaced(replacements):
+            return call_model(self.model, x)
+
+
+def memo_split(model: nn.Module, edited: list[str], x: torch.Tensor) -> tuple[MemoSplit | None, str]:
+    frozen = maximal_frozen(model, edited)
+    try:
+        for clone in (False, True):
+            split = MemoSplit(model, edited, frozen, clone)
+            records, logits, edit_called = split.record(x)
+            if not edit_called:
+                return None, f"forward never calls {', '.join(edited)}"
+            # Copies: with an in-place glue the logits can be the very tensor a replay changes.
+            logits, first = logits.clone(), split.replay(x, records).clone()
+            second = split.replay(x, records)
+            if outputs_close(logits, first, _TOLERANCE) and outputs_close(first, second, _TOLERANCE):
+                split.unread = _unread_records(split, x, records, first)
+                return split, ""
+    except Exception as e:  # a module whose forward cannot be replaced (scripted, ...): not splittable
+        return None, f"replaying recorded outputs failed: {type(e).__name__}: {e}"
+    return None, "its code changes recorded outputs in a way replaying them cannot reproduce"
+
+
+def _unread_records(split: MemoSplit, x: torch.Tensor, records: dict, expected: torch.Tensor) -> frozenset:
+    """Keys of the records whose values never reach the logits: replaying with one of them
+    poisoned (NaN) leaves the logits as they were. Kept only if replaying with all of them as
+    placeholders still gives the logits (glue code that writes into one needs its memory)."""
+    unread = set()
+    for key, value in records.items():
+        if not any(isinstance(v, torch.Tensor) and v.is_floating_point() for v in pytree.tree_leaves(value)):
+            continue  # nothing to poison: keep it
+        try:
+            out = split.replay(x, {**records, key: _poisoned(value)})
+        except Exception:  # the poisoned value broke the glue code: it is read
+            continue
+        if outputs_close(expected, out, _TOLERANCE):
+            unread.add(key)
+    if not unread:
+        return frozenset()
+    split.unread = frozenset(unread)
+    try:
+        out = split.replay(x, {k: _placeholder(v) if k in unread else v for k, v in records.items()})
+        ok = outputs_close(expected, out, _TOLERANCE)
+    except Exception:
+        ok = False
+    return frozenset(unread) if ok else frozenset()
+
+
+def _text_chunks(model: nn.Module, x: torch.Tensor) -> tuple[list[torch.Tensor] | None, torch.Tensor | None]:
+    """Packed texts (an "attention_mask" among the model's PACKED_INPUTS) as chunks of rows
+    sorted by length, each cut after its last unpadded token, and the order that undoes the
+    sort; (None, None) for any other input."""
+    names = getattr(model, PACKED_INPUTS, None)
+    if not names or "attention_mask" not in names or x.ndim != 3:
+        return None, None
+    mask = x[:, list(names).index("attention_mask")] != 0
+    # The end of each row's last real token: cutting only after it keeps every position.
+    ends = (mask * torch.arange(1, mask.shape[1] + 1)).amax(1)
+    order = torch.argsort(ends, stable=True)
+    chunks = []
+    for i in range(0, len(x), TEXT_CHUNK):
+        rows = order[i : i + TEXT_CHUNK]
+        chunks.append(x[rows][..., : max(int(ends[rows].max()), 1)])
+    return chunks, torch.argsort(order)
+
+
+def maximal_frozen(model: nn.Module, edited: list[str]) -> list[str]:
+    """Names of the submodules that no edit reaches (no edited module in their subtree, no
+    parameter shared with one) whose parent an edit does reach, in model order."""
+    edited_modules = {id(model.get_submodule(name)) for name in edited}
+    edited_params = {id(p) for name in edited for p in model.get_submodule(name).parameters()}
+
+    def reached(module: nn.Module) -> bool:
+        return (any(id(m) in edited_modules for m in module.modules())
+                or any(id(p) in edited_params for p in module.parameters()))
+
+    frozen, seen = [], set()
+
+    def walk(module: nn.Module, prefix: str) -> None:
+        for name, child in module.named_children():
+            if id(child) in seen:  # a module registered twice is one module: its first name
+                continue
+            seen.add(id(child))
+            if id(child) in edited_modules:
+                continue  # its own submodules only run once the edit has started
+            if reached(child):
+                walk(child, f"{prefix}{name}.")
+            else:
+                frozen.append(f"{prefix}{name}")
+
+    walk(model, "")
+    return frozen
+
+
+_UNSET = object()
+
+
+@contextmanager
+def _forwards_replaced(replacements: list[tuple[nn.Module, Callable[[Callable], Callable]]]):
+    """Give each module the forward `wrap(its forward)` for the duration of the block; undone
+    afterwards, so that nothing of it is left to deep-copy, pickle or run by accident."""
+    undo = []
+    try:
+        for module, wrap in replacements:
+            undo.append((module, module.__dict__.get("forward", _UNSET)))
+            module.forward = wrap(module.forward)
+        yield
+    finally:
+        for module, before in reversed(undo):
+            if before is _UNSET:
+                del module.forward
+            else:
+                module.forward = before
+
+
+def _cloned(out):
+    return pytree.tree_map(lambda v: v.clone() if isinstance(v, torch.Tensor) else v, out)
+
+
+def _placeholder(out):
+    """`out`'s structure with each tensor replaced by zeros of its shape and dtype that take no
+    memory (one element, expanded): what a stub answers for a record nothing reads."""
+    return pytree.tree_map(lambda v: torch.zeros((), dtype=v.dtype, device=v.device).expand(v.shape)
+                           if isinstance(v, torch.Tensor) else v, out)
+
+
+def _poisoned(out):
+    return pytree.tree_map(lambda v: torch.full_like(v, float("nan"))
+                           if isinstance(v, torch.Tensor) and v.is_floating_point() else v, out)
+
+
+def _nbytes(records: dict) -> int:
+    """Bytes the records hold (their storages, each counted once)."""
+    storages = {}
+    for v in pytree.tree_leaves(list(records.values())):
+        if isinstance(v, torch.Tensor):
+            storage = v.untyped_storage()
+            storages[storage.data_ptr()] = storage.nbytes()
+    return sum(storages.values())
