@@ -185,6 +185,9 @@ class RunConfig(_Strict):
     samples: SamplesConfig = SamplesConfig()
     bias: BiasConfig = BiasConfig()
     obs_budget: int = D.OBS_BUDGET
+    # k > 0: the factors are coefficients of k directions per side (the layer's top singular
+    # vectors, its inputs' principal directions): 2 r k action values (worlds/bases.py).
+    factor_basis: int = Field(D.FACTOR_BASIS, ge=0)
     seed: Seed = 0
     device: str = "auto"
     # Intra-op threads per env process. An env step is many tiny tensor ops, where thread
@@ -263,6 +266,7 @@ class RunConfig(_Strict):
             mask_bounds=tuple(self.mask_bounds),
             mask_update=self.mask_update,
             episode_length=self.episode_length,
+            factor_basis=self.factor_basis,
             utility_coef=self.reward.utility_coef,
             objective_coef=self.reward.objective_coef,
             reward_mode=self.reward.mode,

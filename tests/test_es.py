@@ -86,6 +86,20 @@ def test_es_forgets_through_the_hidden_layer(tmp_path, ray_local):
     assert after["retain_acc"] >= before["retain_acc"] - 0.05, (before, after)
 
 
+def test_es_in_a_factor_basis_learns_and_serves_its_edit(tmp_path, ray_local):
+    """fc1 through 8 directions per side (32 action values at rank 2): the run improves on
+    its reward samples, and its checkpoint replays the same edit (the bases are rebuilt)."""
+    cfg = {**FAST_ES, "factor_basis": 8, "rank": 2, "world": "shift",
+           "agent": {"algorithm": "es", "es_population": 8}, "training": {**FAST_ES["training"], "iterations": 3}}
+    (tmp_path / "es.yaml").write_text(yaml.safe_dump(cfg))
+    run = tmp_path / "run"
+    assert main(["train", "--config", str(tmp_path / "es.yaml"), "--out", str(run)]) == 0
+    m = json.loads((run / "metrics.json").read_text())
+    assert m["history"][-1]["episode_return_mean"] > m["history"][0]["episode_return_mean"]
+    assert main(["edit", "--checkpoint", str(run), "--out", str(tmp_path / "edited")]) == 0
+    assert json.loads((tmp_path / "edited" / "metrics.json").read_text())["after"] == pytest.approx(m["after"])
+
+
 @pytest.mark.parametrize("agent, message", [
     ({"algorithm": "es", "es_population": 5}, "es_population"),
     ({"algorithm": "sgd"}, "algorithm"),

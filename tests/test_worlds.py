@@ -222,3 +222,42 @@ def test_the_additive_mask_crosses_zero_where_the_multiplicative_one_sticks(digi
     add.step(_uv(add, 1.0, 0.5))  # D = +0.5
     assert torch.allclose(add.masks[0], torch.full_like(add.masks[0], -0.5))
     assert torch.allclose(add.matrices[0], add.original[0] * -0.5)
+
+
+# ----------------------------------------------------------------------------- factor bases
+@pytest.mark.parametrize("world", ["mask", "shift"])
+def test_factor_bases_shrink_the_action_and_keep_the_edit_in_their_span(world, digits):
+    env = make(world, digits, edit=("fc1",), rank=2, factor_basis=8)  # fc1 with its bias: 64 x 257
+    assert env.action_space.shape == (2 * (8 + 8),)
+    assert env.factor_layout == [{"name": "fc1", "m": 8, "n": 8, "rank": 2}]
+    (bu, bv, v_start), = env.bases
+    # Orthogonal directions, scaled so that unit coefficients give factor entries of order 1.
+    torch.testing.assert_close(bu.T @ bu, torch.eye(8) * 64 / 8, atol=1e-4, rtol=1e-4)
+    torch.testing.assert_close(bv.T @ bv, torch.eye(8) * 257 / 8, atol=1e-3, rtol=1e-4)
+    # The left directions are the layer's top singular vectors.
+    top = torch.linalg.svd(env.original[0], full_matrices=False).U[:, :8]
+    torch.testing.assert_close((top.T @ bu).abs() / (64 / 8) ** 0.5, torch.eye(8), atol=1e-3, rtol=0)
+    action = np.random.default_rng(0).uniform(-1, 1, env.action_space.shape).astype(np.float32)
+    delta = env.decode(torch.as_tensor(action))[0]  # D = U V^T / r, before the world's clamp
+    assert delta.shape == (64, 257) and delta.abs().max() > 0.01
+    project_u, project_v = bu @ bu.T / (64 / 8), bv @ bv.T / (257 / 8)
+    torch.testing.assert_close(project_u @ delta @ project_v, delta, atol=1e-4, rtol=1e-4)
+    assert v_start.abs().max() > 0  # V starts off zero (the saddle), but a zero action is no edit:
+    assert torch.equal(env.decode(torch.zeros(env.action_space.shape))[0], torch.zeros(64, 257))
+    env.reset(seed=0)
+    env.step(action)
+    assert not torch.equal(env.layers[0].read(), env.original[0])
+    # The same data gives the same bases: a saved policy replays its edit in another process.
+    again = make(world, digits, edit=("fc1",), rank=2, factor_basis=8)
+    assert all(torch.equal(a, b) for a, b in zip(env.bases[0], again.bases[0]))
+
+
+@pytest.mark.parametrize("settings, message", [
+    ({"edit": ("conv1",), "factor_basis": 4}, "factor_basis needs the weight of a Linear layer; 'conv1' is a Conv2d"),
+    ({"edit": ("fc2",), "factor_basis": 20}, "factor_basis 20 exceeds what layer 'fc2' .10 x 65. can hold"),
+    ({"edit": ("fc2",), "factor_basis": 4, "rank": 5}, "rank 5 exceeds .* factor_basis 4"),
+    ({"factor_basis": -1}, "factor_basis must be >= 0"),
+])
+def test_bad_factor_bases_are_refused(settings, message, digits):
+    with pytest.raises(UserError, match=message):
+        make("shift", digits, **settings)

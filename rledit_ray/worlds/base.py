@@ -63,6 +63,7 @@ class WorldSettings:
     # edit's score gain); "level": reward = score_t - score_0 at every step.
     reward_mode: str = D.REWARD_MODE
     obs_budget: int = D.OBS_BUDGET
+    factor_basis: int = D.FACTOR_BASIS  # 0: factors over rows and columns; k: over k directions (worlds/bases.py)
     observation: str = "weights"
     seed: int = 0
     device: str = "auto"
@@ -83,6 +84,8 @@ class WorldSettings:
             raise UserError(f"unknown reward mode '{self.reward_mode}': choose {' or '.join(REWARD_MODES)}")
         if self.observation not in OBSERVATIONS:
             raise UserError(f"unknown observation '{self.observation}': choose {' or '.join(OBSERVATIONS)}")
+        if self.factor_basis < 0:
+            raise UserError(f"factor_basis must be >= 0 (got {self.factor_basis}): 0 for none, k for k directions")
         if self.obs_budget < 1:
             raise UserError(f"obs_budget must be >= 1 (got {self.obs_budget})")
         if not DEVICE_NAME.fullmatch(str(self.device)):
@@ -164,15 +167,18 @@ class EditWorld(gym.Env):
             self._use_task(task.to(self.device), "")
         self.observed_terms = tuple(getattr(self.task, "observed_terms", OBSERVED_TERMS))
 
-        r = self.settings.rank
+        r, k = self.settings.rank, self.settings.factor_basis
         for layer in self.layers:  # beyond min(m, n), U V^T spans nothing more, and the action only grows
-            if r > min(layer.rows, layer.cols):
-                raise UserError(f"rank {r} exceeds what layer '{layer.module_name}' ({layer.rows} x {layer.cols}) "
-                                f"can hold: choose a rank of at most {min(layer.rows, layer.cols)}")
+            if r > min(layer.rows, layer.cols, k or layer.rows):
+                raise UserError(f"rank {r} exceeds what layer '{layer.module_name}' ({layer.rows} x {layer.cols}"
+                                f"{f', factor_basis {k}' if k else ''}) can hold: choose a rank of at most "
+                                f"{min(layer.rows, layer.cols, k or layer.rows)}")
+        self.bases = self._factor_bases(k) if k else None
+        # The agent's view: the factors' sizes (the basis's k when there is one).
         self.factor_layout = [
-            {"name": layer.module_name, "m": layer.rows, "n": layer.cols, "rank": r} for layer in self.layers
+            {"name": layer.module_name, "m": k or layer.rows, "n": k or layer.cols, "rank": r} for layer in self.layers
         ]
-        n_act = sum(r * (layer.rows + layer.cols) for layer in self.layers)
+        n_act = sum(r * (entry["m"] + entry["n"]) for entry in self.factor_layout)
         self.action_space = gym.spaces.Box(-1.0, 1.0, (n_act,), np.float32)
         self.observer = OBSERVERS[self.settings.observation](self)
         self.obs_layout = self.observer.layout  # what the agent needs to unpack an observation
@@ -297,15 +303,29 @@ class EditWorld(gym.Env):
         self.reference_logits, self.initial_terms = self._references[key]
 
     # ------------------------------------------------------------------ helpers
+    def _factor_bases(self, k: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        from rledit_ray.worlds.bases import factor_bases
+
+        if self.requests is not None:
+            raise UserError("factor_basis is built from one request's reward samples: a generalist cannot use it")
+        return factor_bases(self.model, self.layers, self.original, k, lambda: self.split.suffix(self.reward_h),
+                            self.settings.rank)
+
     def factors(self, action: torch.Tensor) -> list[tuple[torch.Tensor, torch.Tensor]]:
-        """Flat action -> one (U, V) pair per layer: U (rows x r) in [-1, 1], V (cols x r) in [0, 1]."""
+        """Flat action -> one (U, V) pair per layer: U (rows x r) in [-1, 1], V (cols x r) in [0, 1];
+        with factor bases, U = B_u a_u and V = B_v a_v + V_0 for the action's a_u, a_v in [-1, 1]
+        (worlds/bases.py)."""
         r, out, start = self.settings.rank, [], 0
-        for layer in self.layers:
-            m, n = layer.rows, layer.cols
+        for i, entry in enumerate(self.factor_layout):
+            m, n = entry["m"], entry["n"]
             u = action[start : start + m * r].reshape(m, r)
-            v = (action[start + m * r : start + (m + n) * r].reshape(n, r) + 1.0) / 2.0
+            v = action[start + m * r : start + (m + n) * r].reshape(n, r)
             start += (m + n) * r
-            out.append((u, v))
+            if self.bases is None:
+                out.append((u, (v + 1.0) / 2.0))
+            else:
+                basis_u, basis_v, v_start = self.bases[i]
+                out.append((basis_u @ u, torch.addmm(v_start, basis_v, v)))
         return out
 
     def decode(self, action: torch.Tensor) -> list[torch.Tensor]:
