@@ -82,8 +82,9 @@ class BiasConfig(_Strict):
     # iterations (exploration costs more than it finds), so it is off by default.
     calibration_coef: float = Field(D.BIAS_CALIBRATION_COEF, ge=0)
     # Counterfactual pairs among the reward samples (None: all of the reward split's, ~790 on
-    # RedditBias). Fewer keep a per-step cost low when the edited layer sits deep in a transformer.
-    pairs_per_set: int | None = Field(D.BIAS_PAIRS_PER_SET, ge=1)
+    # RedditBias). Fewer keep a per-step cost low when the edited layer sits deep in a
+    # transformer; 0 runs none (only the counterfactual_gap objective reads them).
+    pairs_per_set: int | None = Field(D.BIAS_PAIRS_PER_SET, ge=0)
 
 
 class GeneralistConfig(_Strict):

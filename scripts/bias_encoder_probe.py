@@ -55,7 +55,7 @@ def main() -> None:
     reward_rows = task.reward_x[:, 0].long()
     with torch.no_grad():
         reference = suffix.logits(reward_rows, *current)
-    bu, bv = _bases(acts, reward_rows, suffix.norm, suffix.head, args.basis, mat0.shape)
+    bu, bv = _bases(acts, reward_rows, args.basis, mat0)
     u = torch.zeros(bu.shape[1], args.rank, requires_grad=True)
     v = (0.1 * torch.randn(bv.shape[1], args.rank)).requires_grad_(True)
     opt = torch.optim.Adam([u, v], lr=args.lr)
@@ -130,8 +130,8 @@ def _parse_args() -> argparse.Namespace:
     ap.add_argument("--lr", type=float, default=0.02)
     ap.add_argument("--eval-every", type=int, default=10)
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--basis", type=int, default=0, help="k > 0: U in the head's reading directions (k = 64), "
-                    "V in the top-k principal directions of the layer's inputs")
+    ap.add_argument("--basis", type=int, default=0, help="k > 0: the factors over k directions per side, as "
+                    "`factor_basis: k` builds them")
     return ap.parse_args()
 
 
@@ -149,17 +149,19 @@ def _index_task(ds, splits, args):
     return texts, task
 
 
-def _bases(acts, rows, norm, head, k: int, shape):
-    """(B_u, B_v): orthonormal bases the factors live in; identities when k is 0."""
-    m, n = shape
+def _bases(acts, rows, k: int, mat0: torch.Tensor):
+    """(B_u, B_v): the orthonormal directions the factors live in, as a world with
+    `factor_basis: k` builds them (worlds/bases.py: the matrix's top-k left singular vectors;
+    the top-k principal directions of the layer's inputs on the reward texts, with the 1 of
+    the bias column); identities when k is 0."""
+    m, n = mat0.shape
     if not k:
         return torch.eye(m), torch.eye(n)
-    # What the head reads of the layer's output, through the LayerNorm's scale: gamma * fc1's rows.
-    bu = torch.linalg.qr(norm.weight.detach()[:, None] * head.fc1.weight.detach().T).Q
     tokens = torch.cat([acts.inter[int(r)] for r in rows.unique()])
-    x = torch.cat([tokens, torch.ones(len(tokens), 1)], 1)
-    _, vecs = torch.linalg.eigh(x.T @ x / len(x))
-    return bu, vecs[:, -k:].flip(1).contiguous()
+    x = torch.cat([tokens, torch.ones(len(tokens), 1)], 1).double()
+    _, vectors = torch.linalg.eigh(x.T @ x / len(x))
+    left = torch.linalg.svd(mat0.double(), full_matrices=False).U[:, :k]
+    return left.float(), vectors[:, -k:].flip(1).float().contiguous()
 
 
 def _needed_rows(task) -> list[int]:

@@ -209,6 +209,18 @@ def test_bias_config_defaults_and_errors():
         build_config({"task": "bias", "bias": {"temperature": 0}})
 
 
+def test_reward_pairs_can_be_left_out_unless_the_objective_scores_them():
+    ds, x, pair_x = synthetic_text_data()
+    data = bias_data(ds.labels, ds.membership, ds.groups, text_splits(ds), x, x[:40], pair_x,
+                     np.array([g for _, _, g in ds.pairs]))
+    task = BiasTask(data, samples_per_set=64, objective="worst_group", pairs_per_set=0)
+    assert task.n_pairs == 0 and len(task.reward_x) == task.n_samples
+    logits = torch.randn(len(task.reward_x), 2)
+    assert float(task.reward_tensors(logits, logits)["gap_reward"]) == 0.0
+    with pytest.raises(UserError, match="set bias.pairs_per_set above 0"):
+        BiasTask(data, objective="counterfactual_gap", pairs_per_set=0)
+
+
 def test_jigsaw_without_a_csv_is_one_line(tmp_path, capsys):
     from rledit_ray.cli import main
 

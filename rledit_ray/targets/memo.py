@@ -191,7 +191,7 @@ def _text_chunks(model: nn.Module, x: torch.Tensor) -> tuple[list[torch.Tensor] 
         return None, None
     mask = x[:, list(names).index("attention_mask")] != 0
     # The end of each row's last real token: cutting only after it keeps every position.
-    ends = (mask * torch.arange(1, mask.shape[1] + 1)).amax(1)
+    ends = (mask * torch.arange(1, mask.shape[1] + 1, device=mask.device)).amax(1)
     order = torch.argsort(ends, stable=True)
     chunks = []
     for i in range(0, len(x), TEXT_CHUNK):

@@ -135,6 +135,9 @@ class BiasTask:
             raise UserError(f"unknown bias objective '{objective}': choose one of {', '.join(OBJECTIVES)}")
         if temperature <= 0:
             raise UserError(f"bias temperature must be > 0 (got {temperature})")
+        if objective == "counterfactual_gap" and pairs_per_set == 0:
+            raise UserError("the counterfactual_gap objective scores the reward's counterfactual pairs: "
+                            "set bias.pairs_per_set above 0 (or leave it unset: all pairs)")
         self.data, self.objective, self.tau = data, objective, temperature
         self.calibration_coef = calibration_coef
         gen = torch.Generator().manual_seed(seed)

@@ -26,7 +26,6 @@ from torch import nn
 
 from rledit_ray.errors import UserError
 
-
 V_START_STD = 0.5
 
 

@@ -48,6 +48,15 @@ OPTIMISER_RUNS = (  # (name, flags, label "optimiser|layer (action dims)|world")
 )
 
 
+ENCODER_PROBES = (  # flags of scripts/bias_encoder_probe.py: exact gradients on MiniLM's last FFN output
+    "--world shift --rank 4 --per-set 256 --pairs-per-set 400 --lr 0.003 --steps 150",
+    "--world mask --rank 4 --per-set 256 --pairs-per-set 400 --lr 0.003 --steps 150",
+    "--world shift --rank 4 --basis 64 --per-set 256 --pairs-per-set 400 --lr 0.01 --steps 150",
+    "--world shift --rank 1 --per-set 64 --pairs-per-set 128 --lr 0.003 --steps 150",
+)
+PROBE_COMMON = "--objective worst_group --temperature 0.05 --utility-coef 4 --eval-every 5"
+
+
 def _deep_edits() -> dict[str, Table]:
     out = out_dir("optimisers")
     steps = tuple(train(f"{out}/{name}-seed{s}", f"{flags.format(out=out)} --seed {s}", label)
@@ -66,7 +75,14 @@ def _deep_edits() -> dict[str, Table]:
             "bias-es-mask": Table("docs/deep-edits.md", tuple(
                 train(f"{out_dir('bias-es-mask')}/seed{s}", f"--config configs/bias_fc1_es.yaml --world mask --seed {s}",
                       f"`rledit train --config configs/bias_fc1_es.yaml --world mask --seed {s}`") for s in (0, 1, 2)),
-                bias_delta_table, 9)}
+                bias_delta_table, 9),
+            "bias-encoder-probe": Table("docs/deep-edits.md", tuple(
+                Step(f"python scripts/bias_encoder_probe.py {flags} {PROBE_COMMON}", label=f"`{flags}`")
+                for flags in ENCODER_PROBES), probe_table, 20),
+            "bias-encoder": Table("docs/deep-edits.md", tuple(
+                train(f"{out_dir('bias-encoder')}/seed{s}", f"--config configs/bias_encoder_es.yaml --seed {s}",
+                      f"`rledit train --config configs/bias_encoder_es.yaml --seed {s}`") for s in (0, 1, 2)),
+                bias_delta_table, 45)}
 
 
 # ---------------------------------------------------------------------------- docs/bias.md
