@@ -78,11 +78,8 @@ def _deep_edits() -> dict[str, Table]:
                 bias_delta_table, 9),
             "bias-encoder-probe": Table("docs/deep-edits.md", tuple(
                 Step(f"python scripts/bias_encoder_probe.py {flags} {PROBE_COMMON}", label=f"`{flags}`")
-                for flags in ENCODER_PROBES), probe_table, 20),
-            "bias-encoder": Table("docs/deep-edits.md", tuple(
-                train(f"{out_dir('bias-encoder')}/seed{s}", f"--config configs/bias_encoder_es.yaml --seed {s}",
-                      f"`rledit train --config configs/bias_encoder_es.yaml --seed {s}`") for s in (0, 1, 2)),
-                bias_delta_table, 45)}
+                for flags in ENCODER_PROBES), probe_table, 20)}
+
 
 
 # ---------------------------------------------------------------------------- docs/bias.md
