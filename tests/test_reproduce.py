@@ -374,7 +374,7 @@ def _fake_outputs(name: str, table, root: Path) -> None:
             configs = argv[argv.index("--configs") + 1].split(",") if "--configs" in argv else ["default", "heavy"]
             stdout = json.dumps({"configs": [_bench_config(c, "--world-only" not in argv) for c in configs],
                                  "repeats": 5, "seconds_per_repeat": 0.5}) + "\n"
-        elif argv[1] == "scripts/bias_edit_probe.py":
+        elif argv[1] in ("scripts/bias_edit_probe.py", "scripts/bias_encoder_probe.py"):
             metrics = {"overall_auc": 0.8, "bias_score": 0.78, "worst_group_bias_auc": 0.75, "counterfactual_gap": 0.08}
             stdout = json.dumps({"before": metrics, "chosen_on_validation": {**metrics, "step": 10},
                                  tables_bias.PROBE_ORACLE: metrics}) + "\n# mask fc2 ...\n"
@@ -418,8 +418,9 @@ def test_every_table_builds_its_block_from_outputs_shaped_like_the_codes(name, t
 
 def test_script_lines_the_builders_parse_are_the_scripts_own():
     """The builders read what scripts print; those formats live in the scripts' f-strings."""
-    probe = (ROOT / "scripts" / "bias_edit_probe.py").read_text()
-    assert f'"{tables_bias.PROBE_ORACLE}"' in probe and '"chosen_on_validation"' in probe
+    for script in ("bias_edit_probe.py", "bias_encoder_probe.py"):
+        probe = (ROOT / "scripts" / script).read_text()
+        assert f'"{tables_bias.PROBE_ORACLE}"' in probe and '"chosen_on_validation"' in probe
     offset = (ROOT / "scripts" / "bias_offset_bound.py").read_text()
     assert 'f"per-group {kind:12s} fitted on {source:12s} utility_coef {utility_coef}: {deltas}"' in offset
     hf = (ROOT / "scripts" / "hf_target_steps.py").read_text()
