@@ -40,7 +40,8 @@ def main() -> None:
     ref = world.reference_logits.clone()
     started = time.perf_counter()
     best, rows = _optimise(world, factors, opt, reh, ref, args, cfg.mask_bounds)
-    _report(args, before, best, rows, started)
+    report(args, f"{args.world} {args.edit} r{args.rank} {args.objective} tau{args.temperature} "
+                 f"uc{args.utility_coef} n{args.per_set} {args.pools} lr{args.lr}", before, best, rows, started)
 
 
 def _parse_args() -> argparse.Namespace:
@@ -140,16 +141,16 @@ def _optimise(world, factors, opt, reh, ref, args: argparse.Namespace, bounds) -
     return best, rows
 
 
-def _report(args: argparse.Namespace, before: dict, best: dict, rows: list[dict], started: float) -> None:
-    """One JSON line (scripts/reproduce.py reads it), then a one-line summary."""
+def report(args: argparse.Namespace, label: str, before: dict, best: dict, rows: list[dict], started: float) -> None:
+    """One JSON line (scripts/reproduce.py reads it), then a one-line summary starting with
+    `label` (the probe's settings). scripts/bias_encoder_probe.py reports the same way."""
     oracle = max(rows, key=lambda r: r["bias_score"])
     out = {"args": vars(args), "seconds": round(time.perf_counter() - started, 1),
            "before": {k: before[k] for k in HEADLINE}, "chosen_on_validation": best,
            "best_bias_score_on_test (oracle, not a result)": oracle}
     print(json.dumps(out))
     d = {k: 100 * (best[k] - before[k]) for k in HEADLINE}
-    print(f"# {args.world} {args.edit} r{args.rank} {args.objective} tau{args.temperature} uc{args.utility_coef} "
-          f"n{args.per_set} {args.pools} lr{args.lr}: step {best['step']} test dAUC {d['overall_auc']:+.2f} "
+    print(f"# {label}: step {best['step']} test dAUC {d['overall_auc']:+.2f} "
           f"dbias {d['bias_score']:+.2f} dworst {d['worst_group_bias_auc']:+.2f} | oracle dbias "
           f"{100 * (oracle['bias_score'] - before['bias_score']):+.2f}")
 

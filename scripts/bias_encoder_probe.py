@@ -21,21 +21,20 @@ each Adam step then costs about a second at these sample counts.
 from __future__ import annotations
 
 import argparse
-import json
 import time
 
 import numpy as np
 import torch
 import torch.nn.functional as F
+from bias_edit_probe import HEADLINE, report  # the sibling script: one report format for both probes
 
 from rledit_ray.config import build_config
 from rledit_ray.data.text import load_text_dataset, text_splits
-from rledit_ray.targets.encoder import MAX_TOKENS, dataset_embeddings, encoder_path
+from rledit_ray.targets.encoder import MAX_TOKENS, dataset_embeddings, encoder_path, load_encoder
 from rledit_ray.targets.text_head import load_text_head
 from rledit_ray.tasks import BiasTask
 from rledit_ray.tasks.bias import bias_data
 
-HEADLINE = ("overall_auc", "bias_score", "worst_group_bias_auc", "counterfactual_gap")
 LAYER = 5
 BATCH = 128
 
@@ -79,7 +78,9 @@ def main() -> None:
         opt.zero_grad()
         loss.backward()
         opt.step()
-    _report(args, before, max(rows, key=lambda r: r["selection_score"]), rows, started)
+    report(args, f"{args.world} layer{LAYER}.output.dense r{args.rank} basis{args.basis} {args.objective} "
+                 f"tau{args.temperature} uc{args.utility_coef} n{args.per_set} p{args.pairs_per_set} lr{args.lr}",
+           before, max(rows, key=lambda r: r["selection_score"]), rows, started)
 
 
 def _setup(args, cfg):
@@ -172,10 +173,8 @@ def _needed_rows(task) -> list[int]:
 
 
 def _encoder():
-    from transformers import AutoModel, AutoTokenizer
-
-    path = encoder_path()
-    return AutoModel.from_pretrained(path).eval().requires_grad_(False), AutoTokenizer.from_pretrained(path)
+    tokenizer, model = load_encoder(encoder_path())
+    return model.requires_grad_(False), tokenizer
 
 
 class Activations:
@@ -247,19 +246,6 @@ def _check_matches_cache(suffix, w0, b0, emb, ds, needed) -> None:
     if err > 1e-3:
         raise SystemExit(f"the suffix does not reproduce the cached embeddings' logits (max error {err:.2g})")
     print(f"# suffix vs cached embeddings: max logit error {err:.2g}", flush=True)
-
-
-def _report(args, before: dict, best: dict, rows: list[dict], started: float) -> None:
-    oracle = max(rows, key=lambda r: r["bias_score"])
-    out = {"args": vars(args), "seconds": round(time.perf_counter() - started, 1),
-           "before": {k: before[k] for k in HEADLINE}, "chosen_on_validation": best,
-           "best_bias_score_on_test (oracle, not a result)": oracle}
-    print(json.dumps(out))
-    d = {k: 100 * (best[k] - before[k]) for k in HEADLINE}
-    print(f"# {args.world} layer{LAYER}.output.dense r{args.rank} {args.objective} tau{args.temperature} "
-          f"uc{args.utility_coef} n{args.per_set} p{args.pairs_per_set} lr{args.lr}: step {best['step']} "
-          f"test dAUC {d['overall_auc']:+.2f} dbias {d['bias_score']:+.2f} dworst {d['worst_group_bias_auc']:+.2f} "
-          f"| oracle dbias {100 * (oracle['bias_score'] - before['bias_score']):+.2f}")
 
 
 if __name__ == "__main__":
