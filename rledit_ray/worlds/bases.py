@@ -41,7 +41,7 @@ def factor_bases(model: nn.Module, layers, originals: list[torch.Tensor], k: int
         if k > min(layer.rows, layer.cols):
             raise UserError(f"factor_basis {k} exceeds what layer '{layer.module_name}' ({layer.rows} x {layer.cols}) "
                             f"can hold: choose at most {min(layer.rows, layer.cols)}")
-    moments = [_input_moment(module, layer, run_reward) for module, layer in zip(modules, layers)]
+    moments = _input_moments(modules, layers, run_reward)
     out, start = [], torch.Generator().manual_seed(0)
     for layer, w0, moment in zip(layers, originals, moments):
         left = torch.linalg.svd(w0.double(), full_matrices=False).U[:, :k]
@@ -54,24 +54,29 @@ def factor_bases(model: nn.Module, layers, originals: list[torch.Tensor], k: int
     return out
 
 
-def _input_moment(module: nn.Linear, layer, run_reward) -> torch.Tensor:
-    """E[x x^T] over every row entering `module` while the reward samples run, x extended by
-    the constant 1 when the bias is edited: (cols, cols), float64."""
-    total = {"moment": torch.zeros(layer.cols, layer.cols, dtype=torch.float64), "rows": 0}
+def _input_moments(modules: list[nn.Linear], layers, run_reward) -> list[torch.Tensor]:
+    """Per layer, E[x x^T] over every row entering its module while the reward samples run
+    (one run for all layers), x extended by the constant 1 when the bias is edited: (cols,
+    cols), float64."""
+    totals = [{"moment": torch.zeros(layer.cols, layer.cols, dtype=torch.float64), "rows": 0} for layer in layers]
 
-    def gather(_module, inputs):
-        x = inputs[0].reshape(-1, inputs[0].shape[-1]).double().cpu()
-        if layer.bias is not None:
-            x = torch.cat([x, torch.ones(len(x), 1, dtype=x.dtype)], 1)
-        total["moment"] += x.T @ x
-        total["rows"] += len(x)
+    def gatherer(layer, total):
+        def gather(_module, inputs):
+            x = inputs[0].reshape(-1, inputs[0].shape[-1]).double().cpu()
+            if layer.bias is not None:
+                x = torch.cat([x, torch.ones(len(x), 1, dtype=x.dtype)], 1)
+            total["moment"] += x.T @ x
+            total["rows"] += len(x)
+        return gather
 
-    hook = module.register_forward_pre_hook(gather)
+    hooks = [module.register_forward_pre_hook(gatherer(layer, total))
+             for module, layer, total in zip(modules, layers, totals)]
     try:
         run_reward()
     finally:
-        hook.remove()
-    return total["moment"] / max(total["rows"], 1)
+        for hook in hooks:
+            hook.remove()
+    return [total["moment"] / max(total["rows"], 1) for total in totals]
 
 
 def _signed(vectors: torch.Tensor) -> torch.Tensor:
