@@ -5,7 +5,7 @@ How to run (after scripts/make_text_classifier.py wrote the folder; ~2 minutes o
     .venv/bin/python scripts/hf_target_steps.py --hf-model runs/minilm-redditbias
 
 What to expect: for each edit (the `classifier` head, and the FFN output Linear of MiniLM's
-last transformer layer) one line with how the world splits the model ("memo": what runs before
+last transformer layer, in MaskWorld and in ShiftWorld) one line with how the world splits the model ("memo": what runs before
 the edited layer is recorded once and replayed), the world's steps/s with random actions, and
 the steps/s a full forward pass of the same reward rows would allow: the gain from caching.
 """
@@ -21,6 +21,9 @@ EDITS = {
     "classifier": {"edit": ["classifier"], "samples": {"per_set": 256}},
     "last-layer FFN output": {"edit": ["bert.encoder.layer.5.output.dense"], "samples": {"per_set": 64},
                               "bias": {"pairs_per_set": 64}},
+    # ShiftWorld evaluates the layer as its cached original output plus the low-rank term.
+    "last-layer FFN output, shift": {"edit": ["bert.encoder.layer.5.output.dense"], "world": "shift",
+                                     "samples": {"per_set": 64}, "bias": {"pairs_per_set": 64}},
 }
 
 

@@ -11,8 +11,9 @@ import torch.utils._pytree as pytree
 from torch import nn
 
 from rledit_ray.targets import digits_cnn, memo
+from rledit_ray.targets.forward import LowRankEdit
 from rledit_ray.targets.split import PACKED_INPUTS, FullSplit, call_model, split_model
-from rledit_ray.worlds import MaskWorld, WorldBatch, WorldSettings
+from rledit_ray.worlds import MaskWorld, ShiftWorld, WorldBatch, WorldSettings
 from rledit_ray.worlds import base as world_base
 
 
@@ -238,6 +239,59 @@ def test_transformer_records_hold_only_what_the_edit_reads_and_texts_are_cut_by_
                        if isinstance(t, torch.Tensor))}
         # The embeddings and layer 0 only feed stubbed modules; what layer 1's FFN output reads stays.
         assert held == {("bert.encoder.layer.1.attention", 0), ("bert.encoder.layer.1.intermediate", 0)}
+
+    # A head edit reads only pooled vectors: cutting the texts' padding would save nothing.
+    split, cached = assert_split_is_exact(copy.deepcopy(model), ["classifier"], x, "memo")
+    assert not split.by_length and cached.restore is None and len(cached.chunks) == 1
+
+
+@pytest.mark.parametrize("with_bias", [True, False])
+def test_a_low_rank_edit_of_a_transformer_layer_replays_as_its_weights_do(bert, with_bias):
+    model, x = bert
+    model = copy.deepcopy(model)
+    name = "bert.encoder.layer.1.output.dense"
+    split = split_model(model, [name], x[:2])
+    cached = split.prefix(x)
+    layer = model.get_submodule(name)
+    w0, b0 = layer.weight.clone(), layer.bias.clone()
+    gen = torch.Generator().manual_seed(1)
+    for rank in (2, 5):  # the second edit reuses the original outputs the first one cached
+        a = torch.randn(w0.shape[0], rank, generator=gen)
+        b = torch.randn(w0.shape[1] + with_bias, rank, generator=gen) * 0.3
+        delta = a @ b.T
+        with torch.no_grad():
+            layer.weight.copy_(w0 + delta[:, :w0.shape[1]])
+            layer.bias.copy_(b0 + (delta[:, -1] if with_bias else 0))
+        edit = LowRankEdit(name, w0, b0, a, b, key="w0")
+        with torch.inference_mode():
+            expected = call_model(model, x)
+            torch.testing.assert_close(split.suffix(cached, edit), expected, atol=1e-5, rtol=1e-5)
+    (_, records), = cached.chunks
+    assert ("<original output>", "w0", 0) in records
+
+
+def test_a_shift_world_on_a_memo_split_evaluates_its_layer_factored_until_that_stops_paying(
+        digits_task, tiny_cnn, monkeypatch):
+    edit = ["fc_layers.0"]  # 32 x 129 with its bias: factored up to rank 12 (0.5 of the product)
+    settings = WorldSettings(rank=2, episode_length=8)
+    world = ShiftWorld(copy.deepcopy(tiny_cnn), edit, digits_task, settings)
+    monkeypatch.setattr(world_base, "split_model", lambda model, *_args, **_kw: FullSplit(model))
+    full_world = ShiftWorld(copy.deepcopy(tiny_cnn), edit, digits_task, settings)
+    assert world.split.kind == "memo" and full_world.low_rank_edit() is None
+
+    rng = np.random.default_rng(0)
+    world.reset(seed=0), full_world.reset(seed=0)
+    factored = []
+    for _ in range(8):
+        action = rng.uniform(-1, 1, world.action_space.shape).astype(np.float32)
+        (o, r, *_), (o_full, r_full, *_) = world.step(action), full_world.step(action)
+        factored.append(world.low_rank_edit() is not None)
+        np.testing.assert_allclose(o, o_full, rtol=1e-5, atol=1e-5)
+        assert r == pytest.approx(r_full, abs=1e-5)
+    assert factored == [True] * 6 + [False] * 2
+    assert world.task_metrics(pools=("validation",)) == full_world.task_metrics(pools=("validation",))
+    world.reset(seed=1)
+    assert world.low_rank_edit() is None  # a reset forgets the factors with the edit
 
 
 # ---------------------------------------------------------------------- fallbacks

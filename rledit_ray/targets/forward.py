@@ -1,13 +1,17 @@
 """How a world calls its target, and what every split of it provides (targets/split.py).
 
 `call_model` is the one way to run a target on a batch (packed texts included); `Split` is
-the interface the worlds use: `suffix(prefix(x))` is the model's logits on x.
+the interface the worlds use: `suffix(prefix(x))` is the model's logits on x. `LowRankEdit`
+describes an additive low-rank edit of one Linear layer, which a split that can (the memo
+split) evaluates without the layer's full matrix product.
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 PACKED_INPUTS = "rledit_packed_inputs"
@@ -24,12 +28,41 @@ def call_model(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
     return out.logits if hasattr(out, "logits") else out
 
 
+@dataclass
+class LowRankEdit:
+    """Linear layer `name` holds [W | b] = [W0 | b0] + A B^T (B's last row is the bias column
+    when the bias is edited): its output is its original output plus (x B_w + B_b) A^T. With
+    R columns in A and B that costs R (m + n) per row of x instead of m n, once the original
+    output of each input set is cached. `key` names W0's and b0's content, so a cached original
+    output never answers for other weights."""
+
+    name: str
+    weight: torch.Tensor  # W0, (m, n)
+    bias: torch.Tensor | None  # b0, (m,)
+    a: torch.Tensor  # (m, R)
+    b: torch.Tensor  # (n, R), or (n + 1, R) with the bias column
+    key: str
+
+    def original_output(self, x: torch.Tensor) -> torch.Tensor:
+        return F.linear(x, self.weight, self.bias)
+
+    def output(self, x: torch.Tensor, original: torch.Tensor) -> torch.Tensor:
+        n = self.weight.shape[1]
+        coef = x @ self.b[:n]
+        if len(self.b) > n:
+            coef = coef + self.b[n]
+        return original + coef @ self.a.T
+
+
 class Split:
     """How a world evaluates its model: `suffix(prefix(x))` equals `call_model(model, x)` for the
-    model's current weights; `prefix` runs once per input set, `suffix` at every step."""
+    model's current weights; `prefix` runs once per input set, `suffix` at every step. A split
+    with `low_rank` set also takes `suffix(cached, edit)`, a LowRankEdit the model's weights
+    already hold, and computes the edited layer from it."""
 
     kind = ""
     sequential_suffix: nn.Sequential | None = None
+    low_rank = False
 
     def __init__(self, model: nn.Module):
         self.model = model

@@ -16,7 +16,7 @@ import torch
 import torch.utils._pytree as pytree
 from torch import nn
 
-from rledit_ray.targets.forward import CHUNK, PACKED_INPUTS, Split, call_model, outputs_close
+from rledit_ray.targets.forward import CHUNK, PACKED_INPUTS, LowRankEdit, Split, call_model, outputs_close
 
 log = logging.getLogger(__name__)
 
@@ -40,6 +40,7 @@ class MemoCache:
 
 class MemoSplit(Split):
     kind = "memo"
+    low_rank = True
 
     def __init__(self, model: nn.Module, edited: list[str], frozen: list[str], clone: bool,
                  budget: int = MEMO_BUDGET):
@@ -49,7 +50,7 @@ class MemoSplit(Split):
         self.clone = clone
         self.budget = budget
         self.unread: frozenset = frozenset()  # record keys nothing downstream reads
-        self.by_length = True  # packed texts: sort by length and cut each chunk's padding
+        self.by_length = True  # packed texts: sort by length and cut each chunk's padding (memo_split decides)
 
     def prefix(self, x: torch.Tensor, persist: bool = False) -> MemoCache:  # records stay in memory
         if not len(x):  # nothing to record; the model's own pass gives the (0, classes) logits
@@ -72,9 +73,9 @@ class MemoSplit(Split):
             chunks = [(inputs, None) for inputs, _ in chunks]
         return MemoCache(chunks, None if restore is None else restore.to(self.device))
 
-    def suffix(self, cache: MemoCache) -> torch.Tensor:
+    def suffix(self, cache: MemoCache, edit: LowRankEdit | None = None) -> torch.Tensor:
         with torch.inference_mode():
-            out = [self.replay(inputs, records) if records is not None else call_model(self.model, inputs)
+            out = [self.replay(inputs, records, edit) if records is not None else call_model(self.model, inputs)
                    for inputs, records in cache.chunks]
             out = out[0] if len(out) == 1 else torch.cat(out)
             return out if cache.restore is None else out[cache.restore]
@@ -113,9 +114,12 @@ class MemoSplit(Split):
             logits = call_model(self.model, x)
         return records, logits, state["edit_started"]
 
-    def replay(self, x: torch.Tensor, records: dict) -> torch.Tensor:
+    def replay(self, x: torch.Tensor, records: dict, edit: LowRankEdit | None = None) -> torch.Tensor:
         """The model's logits on `x` with recorded calls answered from `records`. Calls are
-        counted exactly as `record` counted them, so index i is the same call."""
+        counted exactly as `record` counted them, so index i is the same call. With `edit`, its
+        layer computes its original output (computed at the first replay, then kept with the
+        records: its input comes from frozen records, so it is the same at every step) plus the
+        low-rank term."""
         calls, state = {}, {"depth": 0}
 
         def stub(name: str, forward: Callable) -> Callable:
@@ -133,7 +137,18 @@ class MemoSplit(Split):
                     state["depth"] -= 1
             return run
 
+        def low_rank(forward: Callable) -> Callable:
+            def run(inputs):
+                index = calls[edit.name] = calls.get(edit.name, -1) + 1
+                key = ("<original output>", edit.key, index)  # "<" is in no module name
+                if key not in records:
+                    records[key] = edit.original_output(inputs)
+                return edit.output(inputs, records[key])
+            return run
+
         replacements = [(m, lambda f, n=name: stub(n, f)) for name, m in self.frozen.items()]
+        if edit is not None:
+            replacements.append((self.model.get_submodule(edit.name), low_rank))
         with torch.inference_mode(), _forwards_replaced(replacements):
             return call_model(self.model, x)
 
@@ -151,6 +166,7 @@ def memo_split(model: nn.Module, edited: list[str], x: torch.Tensor) -> tuple[Me
             second = split.replay(x, records)
             if outputs_close(logits, first, _TOLERANCE) and outputs_close(first, second, _TOLERANCE):
                 split.unread = _unread_records(split, x, records, first)
+                split.by_length = _records_hold_tokens(model, records, split.unread, x)
                 return split, ""
     except Exception as e:  # a module whose forward cannot be replaced (scripted, ...): not splittable
         return None, f"replaying recorded outputs failed: {type(e).__name__}: {e}"
@@ -180,6 +196,19 @@ def _unread_records(split: MemoSplit, x: torch.Tensor, records: dict, expected: 
     except Exception:
         ok = False
     return frozenset(unread) if ok else frozenset()
+
+
+def _records_hold_tokens(model: nn.Module, records: dict, unread: frozenset, x: torch.Tensor) -> bool:
+    """Whether a record the edit reads holds one value per token of packed texts (a hidden
+    state, not a pooled vector): only then does cutting the padding save work. Otherwise each
+    chunk costs a replay's overhead for nothing (an edit of a classifier head on 4,136 texts ran
+    half as fast in 17 length-sorted chunks as in 2 plain ones)."""
+    names = getattr(model, PACKED_INPUTS, None)
+    if not names or "attention_mask" not in names or x.ndim != 3:
+        return False
+    width = x.shape[-1]
+    return any(isinstance(v, torch.Tensor) and width in v.shape[1:]
+               for key, value in records.items() if key not in unread for v in pytree.tree_leaves(value))
 
 
 def _text_chunks(model: nn.Module, x: torch.Tensor) -> tuple[list[torch.Tensor] | None, torch.Tensor | None]:

@@ -250,7 +250,16 @@ class EditWorld(gym.Env):
 
     def reward_logits(self) -> torch.Tensor:
         """The edited network's logits on the reward samples (suffix only)."""
-        return self.split.suffix(self.reward_h)
+        return self._edited_suffix(self.reward_h)
+
+    def low_rank_edit(self):
+        """The current edit as a LowRankEdit (targets/forward.py) where the world keeps one and
+        the split can use it (ShiftWorld), else None: the model's weights are then what counts."""
+        return None
+
+    def _edited_suffix(self, cached) -> torch.Tensor:
+        edit = self.low_rank_edit()
+        return self.split.suffix(cached) if edit is None else self.split.suffix(cached, edit)
 
     def finish_step(self, logits: torch.Tensor):
         """Score the edited logits: the rest of gymnasium's step() tuple."""
@@ -348,7 +357,7 @@ class EditWorld(gym.Env):
     def logits(self, name: str, labeled) -> torch.Tensor:
         """Logits of the current edited network on a named evaluation set, reusing cached
         prefix activations (identical to a full forward pass)."""
-        return self.split.suffix(self._prefix_activations(f"eval:{self._key}{name}", labeled.x))
+        return self._edited_suffix(self._prefix_activations(f"eval:{self._key}{name}", labeled.x))
 
     def predict(self, name: str, labeled) -> torch.Tensor:
         """Predicted labels of the current edited network on a named evaluation set."""

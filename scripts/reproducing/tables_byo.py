@@ -38,7 +38,8 @@ def byo_bench_table(o: Outputs) -> str:
     return md_table(["config", "world steps/s", "RLlib sampling steps/s (1 sub-env)"], rows)
 
 
-HF_NOTES = {"last-layer FFN output": " (samples 64/set, 64 pairs)"}  # scripts/hf_target_steps.py's EDITS
+HF_NOTES = {"classifier": " (MaskWorld)", "last-layer FFN output": " (MaskWorld, samples 64/set, 64 pairs)",
+            "last-layer FFN output, shift": " (ShiftWorld, samples 64/set, 64 pairs)"}  # hf_target_steps.py's EDITS
 HF_LINE = re.compile(r"(.+?): edit (\S+), (\d+) action dims, (\d+) reward rows x (\d+) tokens, split '(\w+)': "
                      r"world ([\d.]+) steps/s, full forward ([\d.]+)/s")
 
