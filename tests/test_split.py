@@ -270,10 +270,11 @@ def test_a_low_rank_edit_of_a_transformer_layer_replays_as_its_weights_do(bert, 
     assert ("<original output>", "w0", 0) in records
 
 
+@pytest.mark.parametrize("basis", [0, 8])
 def test_a_shift_world_on_a_memo_split_evaluates_its_layer_factored_until_that_stops_paying(
-        digits_task, tiny_cnn, monkeypatch):
+        digits_task, tiny_cnn, monkeypatch, basis):
     edit = ["fc_layers.0"]  # 32 x 129 with its bias: factored up to rank 12 (0.5 of the product)
-    settings = WorldSettings(rank=2, episode_length=8)
+    settings = WorldSettings(rank=2, episode_length=8, factor_basis=basis)
     world = ShiftWorld(copy.deepcopy(tiny_cnn), edit, digits_task, settings)
     monkeypatch.setattr(world_base, "split_model", lambda model, *_args, **_kw: FullSplit(model))
     full_world = ShiftWorld(copy.deepcopy(tiny_cnn), edit, digits_task, settings)
@@ -289,6 +290,8 @@ def test_a_shift_world_on_a_memo_split_evaluates_its_layer_factored_until_that_s
         np.testing.assert_allclose(o, o_full, rtol=1e-5, atol=1e-5)
         assert r == pytest.approx(r_full, abs=1e-5)
     assert factored == [True] * 6 + [False] * 2
+    kept = {key[0] for _, records in world.reward_h.chunks for key in records if key[0].startswith("<")}
+    assert kept == ({"<original output>", "<projected input>"} if basis else {"<original output>"})
     assert world.task_metrics(pools=("validation",)) == full_world.task_metrics(pools=("validation",))
     world.reset(seed=1)
     assert world.low_rank_edit() is None  # a reset forgets the factors with the edit

@@ -33,25 +33,37 @@ class LowRankEdit:
     """Linear layer `name` holds [W | b] = [W0 | b0] + A B^T (B's last row is the bias column
     when the bias is edited): its output is its original output plus (x B_w + B_b) A^T. With
     R columns in A and B that costs R (m + n) per row of x instead of m n, once the original
-    output of each input set is cached. `key` names W0's and b0's content, so a cached original
-    output never answers for other weights."""
+    output of each input set is cached. With a `basis` (n x k, or n + 1 x k: factor bases,
+    worlds/bases.py), B = basis @ b for the (k x R) coefficients b, and x's projection on the
+    basis can be cached too: the step then reads k values per row instead of n. `key` and
+    `basis_key` name W0's, b0's and the basis's content, so a cached output never answers for
+    other weights."""
 
     name: str
     weight: torch.Tensor  # W0, (m, n)
     bias: torch.Tensor | None  # b0, (m,)
     a: torch.Tensor  # (m, R)
-    b: torch.Tensor  # (n, R), or (n + 1, R) with the bias column
+    b: torch.Tensor  # (n, R) or (n + 1, R) with the bias column; (k, R) with a basis
     key: str
+    basis: torch.Tensor | None = None
+    basis_key: str = ""
 
     def original_output(self, x: torch.Tensor) -> torch.Tensor:
         return F.linear(x, self.weight, self.bias)
 
-    def output(self, x: torch.Tensor, original: torch.Tensor) -> torch.Tensor:
-        n = self.weight.shape[1]
-        coef = x @ self.b[:n]
-        if len(self.b) > n:
-            coef = coef + self.b[n]
+    def project(self, x: torch.Tensor) -> torch.Tensor:
+        """x (with the bias column's 1) on the basis: (..., k)."""
+        return _times(x, self.basis, self.weight.shape[1])
+
+    def output(self, x: torch.Tensor, original: torch.Tensor, projected: torch.Tensor | None = None) -> torch.Tensor:
+        coef = _times(x, self.b, self.weight.shape[1]) if projected is None else projected @ self.b
         return original + coef @ self.a.T
+
+
+def _times(x: torch.Tensor, matrix: torch.Tensor, n: int) -> torch.Tensor:
+    """[x, 1] @ matrix when matrix has the bias column's row (n + 1 rows), else x @ matrix."""
+    out = x @ matrix[:n]
+    return out + matrix[n] if len(matrix) > n else out
 
 
 class Split:

@@ -118,8 +118,8 @@ class MemoSplit(Split):
         """The model's logits on `x` with recorded calls answered from `records`. Calls are
         counted exactly as `record` counted them, so index i is the same call. With `edit`, its
         layer computes its original output (computed at the first replay, then kept with the
-        records: its input comes from frozen records, so it is the same at every step) plus the
-        low-rank term."""
+        records: its input comes from frozen records, so it is the same at every step; so is its
+        input's projection on the edit's basis) plus the low-rank term."""
         calls, state = {}, {"depth": 0}
 
         def stub(name: str, forward: Callable) -> Callable:
@@ -140,10 +140,14 @@ class MemoSplit(Split):
         def low_rank(forward: Callable) -> Callable:
             def run(inputs):
                 index = calls[edit.name] = calls.get(edit.name, -1) + 1
-                key = ("<original output>", edit.key, index)  # "<" is in no module name
-                if key not in records:
-                    records[key] = edit.original_output(inputs)
-                return edit.output(inputs, records[key])
+                kept = {"<original output>": (edit.key, edit.original_output)}  # "<" is in no module name
+                if edit.basis is not None:
+                    kept["<projected input>"] = (edit.basis_key, edit.project)
+                for what, (content, compute) in kept.items():
+                    if (what, content, index) not in records:
+                        records[what, content, index] = compute(inputs)
+                projected = records["<projected input>", edit.basis_key, index] if edit.basis is not None else None
+                return edit.output(inputs, records["<original output>", edit.key, index], projected)
             return run
 
         replacements = [(m, lambda f, n=name: stub(n, f)) for name, m in self.frozen.items()]

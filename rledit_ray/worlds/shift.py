@@ -7,7 +7,8 @@ Because every step adds a low-rank term, W_t = W_0 + A B^T with A, B the steps' 
 by side (rank r per step). When one Linear layer is edited and the split can use that (the
 memo split of a non-Sequential target: transformers), the reward's forward pass computes the
 layer as its cached original output plus (x B) A^T, a few multiply-adds per row instead of
-the layer's whole matrix product (`low_rank_edit`).
+the layer's whole matrix product (`low_rank_edit`). With factor bases B = B_v c, and x's
+projection on B_v is cached as well.
 """
 import torch
 from torch import nn
@@ -25,32 +26,34 @@ class ShiftWorld(EditWorld):
 
     def _reset_state(self) -> None:
         self.current = [w.clone() for w in self.original]
-        if not hasattr(self, "_low_rank_layer"):
-            self._low_rank_layer = self._factorable_layer()
-        self._factors: tuple[torch.Tensor, torch.Tensor] | None = None  # (A, B) since the reset
+        if not hasattr(self, "_factorable"):  # the first reset, at the end of __init__
+            self._factorable = self._factorable_layer()
+        self._factors: tuple[torch.Tensor, torch.Tensor] | None = None  # (A, B or c) since the reset
 
     def _edit(self, i: int, u, v):
         # W += (step * s / r) U V^T, the product fused into the update.
         alpha = self.settings.step_size * self.scales[i] / self.settings.rank
-        if self._low_rank_layer is not None:
-            a, b = u * alpha, v
+        if self._factorable is not None:
+            basis = self._factorable["basis"]
+            # With a basis V = B_v c, and B_v's columns are orthogonal: c = B_v^T V / |B_v|^2.
+            a, b = u * alpha, v if basis is None else (basis.T @ v) / self._factorable["basis_norms"][:, None]
             if self._factors is not None:
                 a, b = torch.cat([self._factors[0], a], 1), torch.cat([self._factors[1], b], 1)
             self._factors = (a, b)
         return self.current[i].addmm_(u, v.T, alpha=alpha)
 
     def low_rank_edit(self) -> LowRankEdit | None:
-        if self._low_rank_layer is None or self._factors is None:
+        if self._factorable is None or self._factors is None:
             return None
         a, b = self._factors
-        layer, (weight, bias, key) = self.layers[0], self._low_rank_layer
+        layer, f = self.layers[0], self._factorable
         if a.shape[1] * (layer.rows + layer.cols) > _LOW_RANK_SHARE * layer.rows * layer.cols:
             return None  # a long episode's accumulated rank: the plain product is cheaper
-        return LowRankEdit(layer.module_name, weight, bias, a, b, key)
+        return LowRankEdit(layer.module_name, f["weight"], f["bias"], a, b, f["key"], f["basis"], f["basis_key"])
 
-    def _factorable_layer(self) -> tuple[torch.Tensor, torch.Tensor | None, str] | None:
-        """(W0, b0, their content key) of the one edited Linear layer when the split can
-        evaluate it factored, else None."""
+    def _factorable_layer(self) -> dict | None:
+        """W0, b0 and the factor basis of the one edited Linear layer, with their content keys,
+        when the split can evaluate it factored; else None."""
         if not self.split.low_rank or len(self.layers) != 1 or self.layers[0].weight is None:
             return None
         layer = self.layers[0]
@@ -61,4 +64,7 @@ class ShiftWorld(EditWorld):
         weight = self.original[0][:, :fan_in]
         bias = self.original[0][:, fan_in] if layer.bias is not None else module.bias
         bias = None if bias is None else bias.detach().clone()
-        return weight, bias, fingerprint(weight, bias if bias is not None else "no bias")
+        basis = None if self.bases is None else self.bases[0][1]
+        return {"weight": weight, "bias": bias, "key": fingerprint(weight, bias if bias is not None else "no bias"),
+                "basis": basis, "basis_norms": None if basis is None else basis.pow(2).sum(0),
+                "basis_key": "" if basis is None else fingerprint(basis)}
