@@ -240,10 +240,6 @@ def test_transformer_records_hold_only_what_the_edit_reads_and_texts_are_cut_by_
         # The embeddings and layer 0 only feed stubbed modules; what layer 1's FFN output reads stays.
         assert held == {("bert.encoder.layer.1.attention", 0), ("bert.encoder.layer.1.intermediate", 0)}
 
-    # A head edit reads only pooled vectors: cutting the texts' padding would save nothing.
-    split, cached = assert_split_is_exact(copy.deepcopy(model), ["classifier"], x, "memo")
-    assert not split.by_length and cached.restore is None and len(cached.chunks) == 1
-
 
 @pytest.mark.parametrize("with_bias", [True, False])
 def test_a_low_rank_edit_of_a_transformer_layer_replays_as_its_weights_do(bert, with_bias):

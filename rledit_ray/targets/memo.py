@@ -50,7 +50,7 @@ class MemoSplit(Split):
         self.clone = clone
         self.budget = budget
         self.unread: frozenset = frozenset()  # record keys nothing downstream reads
-        self.by_length = True  # packed texts: sort by length and cut each chunk's padding (memo_split decides)
+        self.by_length = True  # packed texts: sort by length and cut each chunk's padding
 
     def prefix(self, x: torch.Tensor, persist: bool = False) -> MemoCache:  # records stay in memory
         if not len(x):  # nothing to record; the model's own pass gives the (0, classes) logits
@@ -170,7 +170,6 @@ def memo_split(model: nn.Module, edited: list[str], x: torch.Tensor) -> tuple[Me
             second = split.replay(x, records)
             if outputs_close(logits, first, _TOLERANCE) and outputs_close(first, second, _TOLERANCE):
                 split.unread = _unread_records(split, x, records, first)
-                split.by_length = _records_hold_tokens(model, records, split.unread, x)
                 return split, ""
     except Exception as e:  # a module whose forward cannot be replaced (scripted, ...): not splittable
         return None, f"replaying recorded outputs failed: {type(e).__name__}: {e}"
@@ -200,19 +199,6 @@ def _unread_records(split: MemoSplit, x: torch.Tensor, records: dict, expected: 
     except Exception:
         ok = False
     return frozenset(unread) if ok else frozenset()
-
-
-def _records_hold_tokens(model: nn.Module, records: dict, unread: frozenset, x: torch.Tensor) -> bool:
-    """Whether a record the edit reads holds one value per token of packed texts (a hidden
-    state, not a pooled vector): only then does cutting the padding save work. Otherwise each
-    chunk costs a replay's overhead for nothing (an edit of a classifier head on 4,136 texts ran
-    half as fast in 17 length-sorted chunks as in 2 plain ones)."""
-    names = getattr(model, PACKED_INPUTS, None)
-    if not names or "attention_mask" not in names or x.ndim != 3:
-        return False
-    width = x.shape[-1]
-    return any(isinstance(v, torch.Tensor) and width in v.shape[1:]
-               for key, value in records.items() if key not in unread for v in pytree.tree_leaves(value))
 
 
 def _text_chunks(model: nn.Module, x: torch.Tensor) -> tuple[list[torch.Tensor] | None, torch.Tensor | None]:
