@@ -37,7 +37,10 @@ class LowRankEdit:
     worlds/bases.py), B = basis @ b for the (k x R) coefficients b, and x's projection on the
     basis can be cached too: the step then reads k values per row instead of n. `key` and
     `basis_key` name W0's, b0's and the basis's content, so a cached output never answers for
-    other weights."""
+    other weights. The layer must be the only edited one: its input, and so what is cached from
+    it, must be the same at every step. The cached outputs sit beside the split's records,
+    outside its memory budget (m values per row of an input set: a quarter of what MiniLM's FFN
+    output layer already keeps of its input)."""
 
     name: str
     weight: torch.Tensor  # W0, (m, n)
