@@ -5,9 +5,10 @@ How to run (after scripts/make_text_classifier.py wrote the folder; ~2 minutes o
     .venv/bin/python scripts/hf_target_steps.py --hf-model runs/minilm-redditbias
 
 What to expect: for each edit (the `classifier` head, and the FFN output Linear of MiniLM's
-last transformer layer, in MaskWorld and in ShiftWorld) one line with how the world splits the model ("memo": what runs before
-the edited layer is recorded once and replayed), the world's steps/s with random actions, and
-the steps/s a full forward pass of the same reward rows would allow: the gain from caching.
+last transformer layer, in MaskWorld and in ShiftWorld) one line with how the world splits the
+model ("memo": what runs before the edited layer is recorded once and replayed), the world's
+steps/s with random actions, and the steps/s a full forward pass of the same reward rows would
+allow: the gain from caching.
 """
 from __future__ import annotations
 

@@ -426,10 +426,14 @@ def test_script_lines_the_builders_parse_are_the_scripts_own():
     assert 'f"per-group {kind:12s} fitted on {source:12s} utility_coef {utility_coef}: {deltas}"' in offset
     hf = (ROOT / "scripts" / "hf_target_steps.py").read_text()
     assert "action dims, {len(x)} reward rows x" in hf and "world {steps:.1f} steps/s, full forward" in hf
+    from hf_target_steps import EDITS
+
+    assert set(tables_byo.HF_NOTES) == set(EDITS)
     for name, note in tables_byo.HF_NOTES.items():  # the note repeats the script's settings of that edit
-        assert f'"{name}": {{"edit": ' in hf and ("World" in note)
-        if "64" in note:
-            assert '"per_set": 64' in hf and '"pairs_per_set": 64' in hf
+        edit = EDITS[name]
+        assert ("ShiftWorld" if edit.get("world") == "shift" else "MaskWorld") in note
+        if "pairs_per_set" in edit.get("bias", {}):
+            assert f"samples {edit['samples']['per_set']}/set, {edit['bias']['pairs_per_set']} pairs" in note
     made = (ROOT / "scripts" / "make_text_classifier.py").read_text()
     assert 'f"wrote {args.out}: classifier head accuracy fit {fit_acc:.3f}, validation {val_acc:.3f} "' in made
 

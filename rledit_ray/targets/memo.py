@@ -140,14 +140,16 @@ class MemoSplit(Split):
         def low_rank(forward: Callable) -> Callable:
             def run(inputs):
                 index = calls[edit.name] = calls.get(edit.name, -1) + 1
-                kept = {"<original output>": (edit.key, edit.original_output)}  # "<" is in no module name
-                if edit.basis is not None:
-                    kept["<projected input>"] = (edit.basis_key, edit.project)
-                for what, (content, compute) in kept.items():
-                    if (what, content, index) not in records:
-                        records[what, content, index] = compute(inputs)
-                projected = records["<projected input>", edit.basis_key, index] if edit.basis is not None else None
-                return edit.output(inputs, records["<original output>", edit.key, index], projected)
+
+                def kept(what: str, content: str, compute: Callable) -> torch.Tensor:
+                    key = (what, content, index)  # "<" is in no module name: no record's key
+                    if key not in records:
+                        records[key] = compute(inputs)
+                    return records[key]
+
+                original = kept("<original output>", edit.key, edit.original_output)
+                projected = kept("<projected input>", edit.basis_key, edit.project) if edit.basis is not None else None
+                return edit.output(inputs, original, projected)
             return run
 
         replacements = [(m, lambda f, n=name: stub(n, f)) for name, m in self.frozen.items()]
