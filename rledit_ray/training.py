@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import logging
+import threading
 import time
 from pathlib import Path
 
@@ -101,6 +102,7 @@ def train(cfg: RunConfig, out: str | Path, progress=print, address: str | None =
     check_address(address)
     resumed = check_resumable(out) if resume else None
     start_ray_early(address)  # its seconds overlap the world's build
+    imports = _import_ahead()  # and so do the imports the agent and figures need
     world = build_world(cfg, parts)
     strategy = strategy_for(cfg, world)
     check_resources(*agent_resources(cfg.agent, address), "the agent's EnvRunners and learners (--env-runners, "
@@ -108,11 +110,8 @@ def train(cfg: RunConfig, out: str | Path, progress=print, address: str | None =
     phases.done("load")
     before, rand = strategy.before(progress)  # while Ray starts
     phases.done("before")
-    # Imports that would otherwise wait for Ray: RLlib's (~1.5 s; RLlib itself needs Ray up),
-    # torch's compiler stack (~1.1 s), which RLlib's seeding pulls in (use_deterministic_algorithms),
-    # and the figures' matplotlib (~0.45 s), which the run's end would wait for.
-    import torch._inductor, rledit_ray.agent.ppo  # noqa: F401, E401, I001
-    pyplot()
+    imports.join()
+    _agent_imports()  # done by now (or the import's own error, raised here)
     ensure_ray(address)
     phases.done("ray")
     algo = build_algo(cfg, world, strategy)
@@ -145,6 +144,29 @@ def train(cfg: RunConfig, out: str | Path, progress=print, address: str | None =
     progress(f"after: {world.task.summary(after)} | "
              f"{env_steps} env steps, {metrics['wall_time_s']:.0f} s | run dir: {run_dir}")
     return metrics
+
+
+def _agent_imports() -> None:
+    """What the agent and the figures import: RLlib's PPO (~0.9 s here), torch's compiler stack
+    (~1.1 s: torch.optim's first parameter group imports torch._dynamo, RLlib's seeding
+    torch._inductor) and matplotlib (~0.45 s)."""
+    import torch._inductor, rledit_ray.agent.ppo  # noqa: F401, E401, I001
+    pyplot()
+
+
+def _import_ahead() -> threading.Thread:
+    """Begin `_agent_imports` in a background thread. The world's build that runs meanwhile is
+    mostly numpy and torch work that releases the GIL, and imports none of those modules (no
+    import-lock cycle). A failed import is left to the main thread's own."""
+    def run() -> None:
+        try:
+            _agent_imports()
+        except BaseException:  # the main thread imports it again and meets the error there
+            pass
+
+    thread = threading.Thread(target=run, name="rledit-imports", daemon=True)
+    thread.start()
+    return thread
 
 
 def _iterate(algo, cfg: RunConfig, strategy, run_dir: Path, progress, resumed: dict | None, on_iteration):

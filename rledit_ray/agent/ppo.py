@@ -215,7 +215,9 @@ def build_ppo_config(
                 module_class=module_class, model_config=model_config
             )
         )
-        .debugging(seed=s.seed)
+        # No utilisation monitor (RLlib's default samples CPU/GPU use in a thread every 0.7 s,
+        # for result keys nothing here reads): its join made every algo.stop() wait up to 0.7 s.
+        .debugging(seed=s.seed, log_sys_usage=False)
         # Restart lost EnvRunner actors (preempted node, OOM). Sub-env restarts stay
         # off: RLlib would recreate an env whose step() always raises forever,
         # turning a bug in a world into a silent endless loop.
