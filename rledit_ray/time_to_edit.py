@@ -1,6 +1,6 @@
 """Time to a verified edit: the default RL edit and NegGrad+ on the same request, side by side.
 
-How to run (repository root; ~1 min per repeat on 2 cores, on an otherwise quiet machine):
+How to run (repository root; ~30 s per repeat on 2 cores, on an otherwise quiet machine):
 
     .venv/bin/python benchmarks/time_to_edit.py --repeats 5
     .venv/bin/python benchmarks/time_to_edit.py --repeats 5 --generalist runs/generalist-mask --json
