@@ -36,7 +36,7 @@ AGENT = {
     "num_env_runners": 0,
     # 8 batched sub-envs per EnvRunner: RLlib's per-call cost (connectors, metrics, one module
     # forward) is paid once per 8 env steps; the default edit samples ~3x faster (1 sub-env:
-    # ~475 steps/s, 8: ~1,670) and reaches its target in as many env steps (docs/performance.md).
+    # 747 steps/s, 8: 2,377) and reaches its target in as many env steps (docs/performance.md).
     "num_envs_per_env_runner": 8,
     "vectorize": "batched",
     "num_gpus_per_env_runner": 0.0,
