@@ -231,6 +231,31 @@ def test_a_table_runs_resumes_and_rewrites_its_block(tmp_path, monkeypatch, caps
     assert "already done" not in page.read_text() and "commit newer" in page.read_text()
 
 
+def test_a_table_that_uses_another_runs_it_first_only_when_this_code_has_not(tmp_path, monkeypatch, capsys):
+    """baselines-bias reads the bias table's runs: they are made once per commit, by either table."""
+    monkeypatch.setattr(runner, "ROOT", tmp_path)
+    monkeypatch.setattr(runner, "git_commit", lambda: "abc1234")
+    (tmp_path / "docs").mkdir()
+    page = tmp_path / "docs" / "x.md"
+    page.write_text("".join(f"<!-- reproduce: {n} -->\nold\n<!-- /reproduce: {n} -->\n" for n in ("runs", "rows")))
+    runs_out, rows_out = steps.out_dir("runs"), steps.out_dir("rows")
+    runs = steps.Table("docs/x.md", (steps.Step(f"echo 5 > {runs_out}/value"),),
+                       lambda o: "| v |\n|---|\n| 5 |", 1)
+    rows = steps.Table("docs/x.md", (steps.Step(f"cp {runs_out}/value {rows_out}/copy"),),
+                       lambda o: f"| copy |\n|---|\n| {o.path(rows_out + '/copy').read_text().strip()} |", 1,
+                       uses=(("runs", runs),))
+    env = runner.environment(Path(sys.executable).parent.parent)
+    runner.reproduce("rows", rows, env)
+    assert "reads the outputs of runs: that table first" in capsys.readouterr().out
+    assert page.read_text().count("| 5 |") == 2 and runner.finished("runs", runs, "abc1234")
+    runner.reproduce("rows", rows, env)  # this commit made the runs: not again
+    assert "that table first" not in capsys.readouterr().out
+    monkeypatch.setattr(runner, "git_commit", lambda: "newer")
+    assert not runner.finished("runs", runs, "newer")
+    runner.reproduce("rows", rows, env)
+    assert "that table first" in capsys.readouterr().out
+
+
 # ---------------------------------------------------------------------------- table builders on fixtures
 def _unlearning_metrics(world: str, seed: int, forget: float) -> dict:
     """The keys training.train writes for a single-request unlearning run (UnlearningTask.metrics)."""
@@ -339,7 +364,8 @@ def _run_metrics(seed: int) -> dict:
             "env_steps": 2000, "iterations": 4, "best_iteration": 4, "wall_time_s": 60.0,
             "history": [{"iteration": 4, "forget_val_acc": 0.0045, "forget_val_acc_max": 0.0197}],
             "per_request": {str(k): {"forget_acc": 0.001 * k, "retain_acc": 0.99} for k in range(10)},
-            "heldout_classes": [7, 8, 9], "intervals": {k: [-0.01, 0.02] for k in accs}}
+            "heldout_classes": [7, 8, 9], "intervals": {k: [-0.01, 0.02] for k in accs},
+            "per_class_test_acc": {"before": [0.97] * 10, "after": [0.97, 0.98, 0.97, 0.0, *[0.97] * 6]}}
 
 
 def _fake_outputs(name: str, table, root: Path) -> None:
@@ -354,6 +380,8 @@ def _fake_outputs(name: str, table, root: Path) -> None:
         if argv[:2] == ["rledit", "train"]:
             run.mkdir(parents=True, exist_ok=True)
             (run / "metrics.json").write_text(json.dumps(_run_metrics(i)))
+            for figure in tables_unlearning.FIGURES:
+                (run / figure).write_bytes(b"\x89PNG")
             stdout = "before: ...\nvalidation target met at iteration 4: stopping early\nafter: ...\n"
         elif argv[:2] == ["rledit", "edit"]:
             run.mkdir(parents=True, exist_ok=True)

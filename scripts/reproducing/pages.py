@@ -1,5 +1,5 @@
 """The reproduce blocks of a page: find them (markers well formed), replace one block's
-content, write the page atomically (a temporary file, then os.replace)."""
+content, write the page (or a figure it shows) atomically (a temporary file, then os.replace)."""
 from __future__ import annotations
 
 import os
@@ -43,11 +43,11 @@ def rewrite_block(text: str, name: str, body: str) -> str:
     return text[:start] + "\n" + body.strip("\n") + "\n" + text[end:]
 
 
-def write_atomically(path: Path, text: str) -> None:
+def write_atomically(path: Path, content: str | bytes) -> None:
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
+        with os.fdopen(fd, "wb" if isinstance(content, bytes) else "w") as f:
+            f.write(content)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

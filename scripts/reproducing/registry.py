@@ -12,7 +12,7 @@ from .tables_byo import byo_bench_table, byo_table, mask_settings_table, transfo
 from .tables_generalist import generalist_table, requests_table, serve_timing_table
 from .tables_performance import bench_table, test_suite_table, time_to_edit_table, world_only_table
 from .tables_sweeps import BIAS_SWEEP, UNLEARNING_SWEEP, sweep_table
-from .tables_unlearning import comparison_md, deep_layer_table, optimiser_table, unlearning_runs_table
+from .tables_unlearning import comparison_md, deep_layer_table, figures_table, optimiser_table, unlearning_runs_table
 
 
 # ---------------------------------------------------------------------------- docs/results.md, docs/baselines.md
@@ -29,10 +29,8 @@ def _unlearning() -> dict[str, Table]:
             f"rledit compare --task unlearning --dataset mnist --forget-class 7 --seeds 3 --rl-iterations 25 "
             f"--out {out_dir('baselines-unlearning')}/compare", run=f"{out_dir('baselines-unlearning')}/compare"),),
             comparison_md, 23),
-        "baselines-bias": Table("docs/baselines.md", (Step(
-            f"rledit compare --task bias --seeds 3 --out {out_dir('baselines-bias')}/compare",
-            run=f"{out_dir('baselines-bias')}/compare"),),
-            comparison_md, 70),
+        "figures": Table("docs/outputs.md", (train(f"{out_dir('figures')}/digits-class3",
+                                                   "--dataset digits --forget-class 3"),), figures_table, 1),
     }
 
 
@@ -108,8 +106,16 @@ PROBES = (  # (flags of scripts/bias_edit_probe.py, how the table names the row 
 
 
 def _bias() -> dict[str, Table]:
+    runs = Table("docs/bias.md", _bias_runs(), bias_runs_table, 55)
+    # The comparison's RL rows are the six runs of the bias table (the same commands `rledit
+    # compare` would train: compare_checks.py refuses a run of other settings).
+    reuse = " ".join(f"--rl-run rl_{step.run.rsplit('/', 1)[1].replace('-seed', ':')}={step.run}"
+                     for step in runs.steps)
     return {
-        "bias": Table("docs/bias.md", _bias_runs(), bias_runs_table, 55),
+        "bias": runs,
+        "baselines-bias": Table("docs/baselines.md", (Step(
+            f"rledit compare --task bias --seeds 3 {reuse} --out {out_dir('baselines-bias')}/compare",
+            run=f"{out_dir('baselines-bias')}/compare"),), comparison_md, 2, uses=(("bias", runs),)),
         "bias-fc1": Table("docs/bias.md", (train(f"{out_dir('bias-fc1')}/mask-fc1-seed0", "--task bias --layer fc1",
                                                  "`rledit train --task bias --layer fc1`"),),
                           bias_delta_table, 14),

@@ -108,9 +108,23 @@ def _other_code(out: Path, commit: str) -> str:
     return "commit " + ", ".join(known) if known and None not in made else "an unrecorded commit"
 
 
+def finished(name: str, table: Table, commit: str) -> bool:
+    """Whether every command of the table finished, all run by `commit`."""
+    logs = ROOT / out_dir(name) / "logs"
+    records = [logs / f"step{i:02d}.json" for i in range(len(table.steps))]
+    return all(r.is_file() for r in records) and all(
+        (rec := json.loads(r.read_text())).get("rc") == 0 and rec.get("commit") == commit
+        and rec.get("command") == step.command for r, step in zip(records, table.steps))
+
+
 def reproduce(name: str, table: Table, env: dict, dry_run: bool = False) -> None:
     """Write the table's files, run each step that is not done (printing every command), then
-    rewrite its block in its page; dry_run: print what would run, run and write nothing."""
+    rewrite its block in its page; dry_run: print what would run, run and write nothing.
+    A table it uses is reproduced first unless this code finished it already."""
+    for used_name, used in table.uses:
+        if not finished(used_name, used, git_commit()):
+            print(f"== {name} reads the outputs of {used_name}: that table first", flush=True)
+            reproduce(used_name, used, env, dry_run)
     out = ROOT / out_dir(name)
     logs = out / "logs"
     print(f"== {name} -> {table.page} (~{table.minutes:g} min)", flush=True)

@@ -39,6 +39,9 @@ class Table:
     minutes: float  # estimate, from the times the docs quote for the last measurement
     setup: str = ""  # shell prefix of every command (e.g. a variable the commands use)
     files: dict[str, Callable[[], str]] = field(default_factory=dict)  # written under the table's folder first
+    # Tables whose outputs its commands read, as (name, table): each is run first unless this
+    # code already finished it (so one table's rows can be another's, measured once).
+    uses: tuple[tuple[str, "Table"], ...] = ()
 
 
 def out_dir(name: str) -> str:

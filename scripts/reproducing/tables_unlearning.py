@@ -5,8 +5,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .formatting import md_table, pct
+from .formatting import md_table, pct, signed
 from .outputs import Outputs
+from .pages import write_atomically
+
+FIGURES = {"class_accuracy.png": "docs/figures/unlearning_class_accuracy.png",  # a run's figure -> the page's copy
+           "edit.png": "docs/figures/unlearning_mask_edit.png"}
 
 
 def unlearning_runs_table(o: Outputs) -> str:
@@ -70,3 +74,21 @@ def deep_layer_table(o: Outputs) -> str:
                      str(m["iterations"]), str(m["env_steps"]), f"{m['wall_time_s'] / 60:.1f} min"])
     return md_table(["command", "forget (test)", "retain (test)", "target met", "iterations", "env steps",
                      "wall time"], rows)
+
+
+def figures_table(o: Outputs) -> str:
+    """docs/outputs.md: copies the run's two figures over the page's, then one row per class
+    (test accuracy before and after, the change in points: what class_accuracy.png draws) and
+    what the run cost."""
+    step = o.table.steps[0]
+    for name, dest in FIGURES.items():
+        o.path(dest).parent.mkdir(parents=True, exist_ok=True)
+        write_atomically(o.path(dest), o.path(f"{step.run}/{name}").read_bytes())
+    m = o.metrics(step)
+    acc = m["per_class_test_acc"]
+    rows = [[str(k), pct(b), pct(a), signed(a - b)] for k, (b, a) in enumerate(zip(acc["before"], acc["after"]))]
+    b, a = m["before"], m["after"]
+    return (md_table(["class", "test accuracy before", "after", "change (points)"], rows)
+            + f"\n\nForget accuracy on test {pct(b['forget_acc'])} -> {pct(a['forget_acc'])}, retain "
+            f"{pct(b['retain_acc'])} -> {pct(a['retain_acc'])}; {m['iterations']} PPO iterations, "
+            f"{m['env_steps']} env steps, {m['wall_time_s']:.0f} s.")
