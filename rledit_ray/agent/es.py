@@ -4,7 +4,7 @@ How to run:
     rledit train --layer fc1 --algorithm es          # MNIST class 7, the hidden layer
     agent: {algorithm: es}                           # the same in YAML
 What to expect (docs/deep-edits.md, `python scripts/reproduce.py optimisers`): fc1 (1,697
-action dims) forgotten in both worlds in 8-20 iterations of 32 episodes (9-16 s), where PPO
+action dims) forgotten in both worlds in 8-20 iterations of 32 episodes (8-13 s), where PPO
 stays far from the target; fc2 in fewer env steps than PPO.
 
 Why: PPO's probability ratio is a product over every action dim; at thousands of dims one
