@@ -168,12 +168,10 @@ RESUME_OVERRIDES = ("training.iterations", "agent.num_env_runners")
 
 
 def cmd_train(args) -> int:
+    from rledit_ray.config import load_config
     from rledit_ray.connect import start_ray_early
 
-    start_ray_early(args.address)  # first: Ray's start (~4 s) overlaps the imports of torch and RLlib too
-    from rledit_ray.config import load_config
-    from rledit_ray.training import train
-
+    # The config first (~0.2 s, no torch): a wrong value is answered before Ray starts.
     overrides = _overrides(args)
     if args.resume:
         saved = _resume_config(args)
@@ -181,6 +179,9 @@ def cmd_train(args) -> int:
     cfg = load_config(args.config, overrides)
     if args.resume:
         _check_resume_overrides(saved, cfg, overrides)
+    start_ray_early(args.address)  # then Ray's start (~4 s) overlaps the imports of torch and RLlib
+    from rledit_ray.training import train
+
     out = args.out or Path("runs") / f"{cfg.task}-{cfg.dataset}-{cfg.world}-seed{cfg.seed}-{time.strftime('%Y%m%d-%H%M%S')}"
     train(cfg, out, address=args.address, resume=bool(args.resume))
     return 0

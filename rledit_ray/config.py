@@ -258,8 +258,8 @@ class RunConfig(_Strict):
             raise UserError(f"target.image_size must be two sizes >= 1, [H, W] (got {t.image_size})")
 
     def world_settings(self):
-        """What a world of this run is built with (worlds/base.py: WorldSettings)."""
-        from rledit_ray.worlds.base import WorldSettings
+        """What a world of this run is built with (worlds/settings.py)."""
+        from rledit_ray.worlds.settings import WorldSettings
 
         return WorldSettings(
             rank=self.rank,

@@ -35,6 +35,16 @@ def test_bad_train_input_is_one_line_exit_2(args, message, tmp_path):
     assert not (out / "metrics.json").exists()
 
 
+@pytest.mark.parametrize("args", [["--world", "teleport"], ["--rank", "0"], ["--config", "/nonexistent/run.yaml"]])
+def test_a_wrong_config_value_is_answered_before_torch_and_ray_load(args):
+    # Loading torch and starting Ray take seconds here; a typo in a flag should not.
+    probe = ("import sys\nfrom rledit_ray.cli import main\n"
+             f"try:\n    code = main(['train', *{args!r}])\nexcept SystemExit as e:\n    code = e.code\n"
+             "print(code, 'torch' in sys.modules, 'ray' in sys.modules)")
+    result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=60)
+    assert result.stdout.split() == ["2", "False", "False"], result.stdout + result.stderr
+
+
 def test_unknown_config_field_is_named(tmp_path):
     path = tmp_path / "run.yaml"
     path.write_text("reward:\n  utility_coef: 2.0\n  utility_coeff: 3.0\n")

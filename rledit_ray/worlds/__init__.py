@@ -3,15 +3,22 @@
 The gymnasium ids (WORLD_IDS) are registered by the package's __init__, by entry-point string:
 making `rledit/MaskWorld-v0` builds the world from a run config through rledit_ray.build, which
 this package never imports.
-"""
-from rledit_ray.names import WORLD_IDS
-from rledit_ray.worlds.base import EditWorld, WorldSettings, resolve_device
-from rledit_ray.worlds.batched import WorldBatch
-from rledit_ray.worlds.layers import EditLayer, resolve_edit_layers
-from rledit_ray.worlds.mask import MaskWorld
-from rledit_ray.worlds.shift import ShiftWorld
 
-__all__ = [
-    "EditWorld", "WorldSettings", "WorldBatch", "resolve_device",
-    "EditLayer", "resolve_edit_layers", "MaskWorld", "ShiftWorld", "WORLD_IDS",
-]
+The names below load on first use (PEP 562), so that `rledit_ray.worlds.settings` (what a run
+config is checked against) imports without torch.
+"""
+import importlib
+
+from rledit_ray.names import WORLD_IDS
+
+_HOMES = {
+    "EditWorld": "base", "resolve_device": "base", "WorldSettings": "settings", "WorldBatch": "batched",
+    "EditLayer": "layers", "resolve_edit_layers": "layers", "MaskWorld": "mask", "ShiftWorld": "shift",
+}
+__all__ = [*_HOMES, "WORLD_IDS"]
+
+
+def __getattr__(name: str):
+    if name in _HOMES:
+        return getattr(importlib.import_module(f"rledit_ray.worlds.{_HOMES[name]}"), name)
+    raise AttributeError(f"module 'rledit_ray.worlds' has no attribute {name!r}")
