@@ -62,7 +62,8 @@ def test_blocks_open_with_their_measurement_line():
     for page, name, content in _blocks():
         first = content.strip("\n").splitlines()[0]
         match = HEADER_RE.match(first) or UNMEASURED_RE.match(first)
-        assert match, f"{page.name} block '{name}' must open with the 'Measured ...' line (or 'Not measured on this code: ...'), not: {first}"
+        assert match, (f"{page.name} block '{name}' must open with the 'Measured ...' line "
+                       f"(or 'Not measured on this code: ...'), not: {first}")
         assert match.group(1) == name, f"{page.name} block '{name}' names table '{match.group(1)}'"
         assert "|---" in content, f"{page.name} block '{name}' holds no table"
 
