@@ -74,6 +74,10 @@ def _deep_edits() -> dict[str, Table]:
                 train(f"{out_dir('bias-es-mask')}/seed{s}", f"--config configs/bias_fc1_es.yaml --world mask --seed {s}",
                       f"`rledit train --config configs/bias_fc1_es.yaml --world mask --seed {s}`") for s in (0, 1, 2)),
                 bias_delta_table, 9),
+            "bias-encoder-es": Table("docs/deep-edits.md", tuple(
+                train(f"{out_dir('bias-encoder-es')}/seed{s}", f"--config configs/bias_encoder_es.yaml --seed {s}",
+                      f"`rledit train --config configs/bias_encoder_es.yaml --seed {s}`") for s in (0, 1, 2)),
+                bias_delta_table, 48),
             "bias-encoder-probe": Table("docs/deep-edits.md", tuple(
                 Step(f"python scripts/bias_encoder_probe.py {flags} {PROBE_COMMON}", label=f"`{flags}`")
                 for flags in ENCODER_PROBES), probe_table, 20)}
