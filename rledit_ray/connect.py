@@ -5,10 +5,11 @@
   address file (/tmp/ray/ray_current_cluster) behind. Ray's own default would join such a
   cluster (and crash on the settings of a private one, or wait on a dead one); a run joins a
   cluster only when asked: `--address auto` (the latest `ray start` here) or HOST:PORT.
-- --address or RAY_ADDRESS: that cluster, after a TCP connection to its bootstrap address has
-  succeeded within CONNECT_TIMEOUT_S; Ray itself retries an address that does not answer for
-  minutes. `auto` is the cluster recorded by the latest `ray start` here, and only that one
-  (Ray's own `auto` would also join any other Ray instance it finds running on the machine).
+- --address or RAY_ADDRESS: that cluster, after its bootstrap address has answered as a gRPC
+  server within CONNECT_TIMEOUT_S; Ray itself retries an address that does not answer for
+  minutes, and takes ~40 s to give up on one where something else listens. `auto` is the
+  cluster recorded by the latest `ray start` here, and only that one (Ray's own `auto` would
+  also join any other Ray instance it finds running on the machine).
 
 `start_ray_early` begins starting the private Ray in a thread of its own, so that its seconds
 overlap a run's data and target loading; `ensure_ray` waits for it.
@@ -57,19 +58,45 @@ def requested_address(address: str | None) -> str | None:
     return None if address == "local" else address
 
 
+# What a gRPC server (Ray's GCS, a Ray Client server) answers first: an HTTP/2 SETTINGS frame.
+HTTP2_PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + bytes([0, 0, 0, 4, 0, 0, 0, 0, 0])
+HTTP2_SETTINGS = 4
+
+
 def check_address(address: str | None, timeout: float = CONNECT_TIMEOUT_S) -> None:
-    """Refuse (one line) a cluster address where nothing answers within `timeout` seconds."""
+    """Refuse (one line) a cluster address where nothing answers within `timeout` seconds, or
+    where what answers speaks no gRPC (so is no Ray): Ray's own handshake would take ~40 s to
+    give up on it."""
     cluster = requested_address(address)
     if cluster is None:
         return
     host, port = _bootstrap(cluster)
     try:
-        with socket.create_connection((host, port), timeout=timeout):
-            pass
+        with socket.create_connection((host, port), timeout=timeout) as conn:
+            reason = None if _tls() else _not_grpc(conn)
     except OSError as err:
         reason = "timed out" if isinstance(err, socket.timeout) else (err.strerror or one_line(err))
+    if reason is not None:
         raise UserError(f"no Ray cluster answers at --address {address or cluster} ({host}:{port}: {reason}): start "
-                        f"one (`ray start --head`), fix the address, or leave --address out for a private Ray") from None
+                        f"one (`ray start --head`), fix the address, or leave --address out for a private Ray")
+
+
+def _tls() -> bool:
+    """Ray with RAY_USE_TLS speaks TLS first: the HTTP/2 check below would not be answered."""
+    return os.environ.get("RAY_USE_TLS", "0").lower() in ("1", "true")
+
+
+def _not_grpc(conn: socket.socket) -> str | None:
+    """Why the server on `conn` is no gRPC server (None: it answered HTTP/2's preface with its
+    SETTINGS frame, as every gRPC server does at once)."""
+    conn.sendall(HTTP2_PREFACE)
+    try:
+        first = conn.recv(9)
+    except socket.timeout:
+        return "it accepts connections but does not answer as Ray's gRPC server does"
+    if len(first) >= 4 and first[3] == HTTP2_SETTINGS:
+        return None
+    return "what listens there is not Ray's gRPC server"
 
 
 def _bootstrap(address: str) -> tuple[str, int]:
@@ -226,8 +253,8 @@ def ensure_ray(address: str | None = None) -> None:
         return
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     check_address(cluster)
-    # One attempt at Ray's handshake (~40 s), not Ray's default of many: the TCP check saw
-    # something listen there; if it is no Ray cluster, a user hears so in bounded time.
+    # One attempt at Ray's handshake (~40 s), not Ray's default of many: the check saw a gRPC
+    # server there; if it is no Ray cluster, a user hears so in bounded time.
     previous = os.environ.get(GCS_ATTEMPTS)
     os.environ.setdefault(GCS_ATTEMPTS, "1")
     try:  # `cluster`: HOST:PORT (auto resolved above), never Ray's own search

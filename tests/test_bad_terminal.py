@@ -52,8 +52,7 @@ def test_an_address_where_nothing_listens_is_given_up_within_seconds(verb, tmp_p
     assert time.monotonic() - started < 30 and not (tmp_path / "run").exists()
 
 
-@pytest.mark.slow  # Ray's one handshake attempt takes ~40 s to give up
-def test_an_address_where_something_else_listens_is_given_up_in_bounded_time(tmp_path):
+def test_an_address_where_something_else_listens_is_given_up_within_seconds(tmp_path):
     import socket
 
     with socket.socket() as server:  # a port that accepts connections but speaks no Ray
@@ -62,9 +61,9 @@ def test_an_address_where_something_else_listens_is_given_up_in_bounded_time(tmp
         started = time.monotonic()
         result = rledit("train", *DIGITS, "--address", "127.0.0.2:%d" % server.getsockname()[1],
                         "--out", tmp_path / "run", timeout=150)
-    lines = [line for line in result.stderr.splitlines() if line.strip()]
-    assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr[-3000:]
-    assert "cannot join the Ray cluster" in lines[-1] and time.monotonic() - started < 120
+    # Not after Ray's ~40 s handshake: the gRPC check answers within its 10 s, before Ray is tried.
+    assert_one_line(result, "does not answer as Ray's gRPC server")
+    assert time.monotonic() - started < 30
     assert not (tmp_path / "run").exists()
 
 
