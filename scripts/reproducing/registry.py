@@ -55,29 +55,28 @@ ENCODER_PROBES = (  # flags of scripts/bias_encoder_probe.py: exact gradients on
 PROBE_COMMON = "--objective worst_group --temperature 0.05 --utility-coef 4 --eval-every 5"
 
 
+def _three_seeds(name: str, flags: str) -> tuple[Step, ...]:
+    """`rledit train FLAGS --seed S` for seeds 0-2, each in its own folder, labelled by its command."""
+    return tuple(train(f"{out_dir(name)}/seed{s}", f"{flags} --seed {s}", f"`rledit train {flags} --seed {s}`")
+                 for s in (0, 1, 2))
+
+
 def _deep_edits() -> dict[str, Table]:
     out = out_dir("optimisers")
     steps = tuple(train(f"{out}/{name}-seed{s}", f"{flags.format(out=out)} --seed {s}", label)
                   for name, flags, label in OPTIMISER_RUNS for s in (0, 1, 2))
-    bias = out_dir("bias-es")
     return {"optimisers": Table("docs/deep-edits.md", steps, optimiser_table, 13,
                                 files={"ppo-mean.yaml": lambda: "agent: {ppo_logp: mean}\n"}),
-            "bias-es": Table("docs/deep-edits.md", tuple(
-                train(f"{bias}/seed{s}", f"--config configs/bias_fc1_es.yaml --seed {s}",
-                      f"`rledit train --config configs/bias_fc1_es.yaml --seed {s}`") for s in (0, 1, 2)),
-                bias_delta_table, 9),
-            "conv2": Table("docs/deep-edits.md", tuple(
-                train(f"{out_dir('conv2')}/seed{s}", f"--config configs/conv2_es.yaml --seed {s}",
-                      f"`rledit train --config configs/conv2_es.yaml --seed {s}`") for s in (0, 1, 2)),
-                deep_layer_table, 36),
-            "bias-es-mask": Table("docs/deep-edits.md", tuple(
-                train(f"{out_dir('bias-es-mask')}/seed{s}", f"--config configs/bias_fc1_es.yaml --world mask --seed {s}",
-                      f"`rledit train --config configs/bias_fc1_es.yaml --world mask --seed {s}`") for s in (0, 1, 2)),
-                bias_delta_table, 9),
-            "bias-encoder-es": Table("docs/deep-edits.md", tuple(
-                train(f"{out_dir('bias-encoder-es')}/seed{s}", f"--config configs/bias_encoder_es.yaml --seed {s}",
-                      f"`rledit train --config configs/bias_encoder_es.yaml --seed {s}`") for s in (0, 1, 2)),
-                bias_delta_table, 48),
+            "bias-es": Table("docs/deep-edits.md", _three_seeds("bias-es", "--config configs/bias_fc1_es.yaml"),
+                             bias_delta_table, 9),
+            "conv2": Table("docs/deep-edits.md", _three_seeds("conv2", "--config configs/conv2_es.yaml"),
+                           deep_layer_table, 36),
+            "bias-es-mask": Table("docs/deep-edits.md",
+                                  _three_seeds("bias-es-mask", "--config configs/bias_fc1_es.yaml --world mask"),
+                                  bias_delta_table, 9),
+            "bias-encoder-es": Table("docs/deep-edits.md",
+                                     _three_seeds("bias-encoder-es", "--config configs/bias_encoder_es.yaml"),
+                                     bias_delta_table, 48),
             "bias-encoder-probe": Table("docs/deep-edits.md", tuple(
                 Step(f"python scripts/bias_encoder_probe.py {flags} {PROBE_COMMON}", label=f"`{flags}`")
                 for flags in ENCODER_PROBES), probe_table, 20)}
