@@ -75,6 +75,8 @@ class Parts:
     meta: dict  # where the target came from; "fingerprint" hashes its weights
     task: object | None = None
     requests: UnlearningRequests | None = None
+    # ES's further reward sample sets (samples.folds - 1 tasks; the task itself is set 0).
+    reward_folds: list = field(default_factory=list)
     prefix_cache: dict = field(default_factory=dict)
 
 
@@ -112,6 +114,12 @@ def _with_fingerprint(model: nn.Module, meta: dict) -> tuple[nn.Module, dict]:
 
 
 # ----------------------------------------------------------------------------- the tasks
+def fold_seeds(cfg: RunConfig) -> list[int]:
+    """Sampling seeds of the reward sets after the first (whose seed is the run's): apart from
+    every other run's first set, so that seed 1 does not score on seed 0's second set."""
+    return [cfg.seed + 1_000_003 * k for k in range(1, cfg.samples.folds)]
+
+
 def _task_args(cfg: RunConfig) -> dict:
     return {"samples_per_set": cfg.samples.per_set, "seed": cfg.seed,
             "target_margin": cfg.reward.target_margin, "kl_coef": cfg.reward.kl_coef}
@@ -149,8 +157,10 @@ def _unlearning_parts(cfg: RunConfig, inputs: Inputs) -> Parts:
         for k in cfg.generalist.heldout_classes:
             requests.check(k)
         return Parts(inputs.model, inputs.meta, requests=requests)
-    task = UnlearningTask(unlearning_splits(ds, cfg.forget_classes), **_task_args(cfg))
-    return Parts(inputs.model, inputs.meta, task=task)
+    splits = unlearning_splits(ds, cfg.forget_classes)
+    task = UnlearningTask(splits, **_task_args(cfg))
+    folds = [UnlearningTask(splits, **{**_task_args(cfg), "seed": seed}) for seed in fold_seeds(cfg)]
+    return Parts(inputs.model, inputs.meta, task=task, reward_folds=folds)
 
 
 def _bias_inputs(cfg: RunConfig, model: nn.Module | None = None, ds=None) -> Inputs:
@@ -194,11 +204,13 @@ def _packed(tokenizer, texts: list[str], originals: list[str], swapped: list[str
 
 
 def _bias_parts(cfg: RunConfig, inputs: Inputs) -> Parts:
-    task = BiasTask(inputs.data, samples_per_set=cfg.samples.per_set, seed=cfg.seed,
-                    objective=cfg.bias.objective, temperature=cfg.bias.temperature,
-                    reward_pools=tuple(cfg.bias.reward_pools), calibration_coef=cfg.bias.calibration_coef,
-                    pairs_per_set=cfg.bias.pairs_per_set)
-    return Parts(inputs.model, inputs.meta, task=task)
+    def task(seed: int) -> BiasTask:
+        return BiasTask(inputs.data, samples_per_set=cfg.samples.per_set, seed=seed,
+                        objective=cfg.bias.objective, temperature=cfg.bias.temperature,
+                        reward_pools=tuple(cfg.bias.reward_pools), calibration_coef=cfg.bias.calibration_coef,
+                        pairs_per_set=cfg.bias.pairs_per_set)
+
+    return Parts(inputs.model, inputs.meta, task=task(cfg.seed), reward_folds=[task(s) for s in fold_seeds(cfg)])
 
 
 # Per task: (its inputs: data and target, the expensive part; its parts: the task on them).
@@ -254,7 +266,8 @@ def ship_parts(parts: Parts):
     travel_by_value(parts.model)
     rollout = Parts(parts.model, parts.meta,
                     task=parts.task.for_rollouts() if parts.task is not None else None,
-                    requests=parts.requests.for_rollouts() if parts.requests is not None else None)
+                    requests=parts.requests.for_rollouts() if parts.requests is not None else None,
+                    reward_folds=[task.for_rollouts() for task in parts.reward_folds])
     return ray.put(rollout)
 
 
@@ -294,7 +307,7 @@ def build_world(config: RunConfig | dict, parts: Parts | None = None) -> EditWor
     parts = parts if parts is not None else build_parts(cfg)
     world = WORLD_CLASSES[cfg.world](
         copy.deepcopy(parts.model), cfg.edit, parts.task, cfg.world_settings(),
-        prefix_cache=parts.prefix_cache, requests=parts.requests,
+        prefix_cache=parts.prefix_cache, requests=parts.requests, reward_folds=parts.reward_folds,
     )
     world.parts, world.target_metadata = parts, parts.meta
     return world

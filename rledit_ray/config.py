@@ -61,6 +61,10 @@ class RewardConfig(_Strict):
 
 class SamplesConfig(_Strict):
     per_set: int = Field(D.SAMPLES_PER_SET, ge=1, description="reward samples per set (forget / retain)")
+    # ES only: draw this many reward sample sets (set 0 is the one a run of folds 1 draws);
+    # iteration i scores its candidates on set i mod folds, so the edit follows the reward of
+    # folds x per_set samples at the cost of per_set per step (docs/deep-edits.md).
+    folds: int = Field(1, ge=1, description="reward sample sets; ES scores iteration i on set i mod folds")
 
 
 class BiasConfig(_Strict):
@@ -217,6 +221,9 @@ class RunConfig(_Strict):
         self._check_data()
         self._check_target()
         self.world_settings().check()  # rank, step size, bounds, episode length: checked in one place
+        if self.samples.folds > 1 and self.agent.algorithm != "es":
+            raise UserError(f"samples.folds {self.samples.folds} draws a fresh reward sample set per ES iteration: "
+                            f"it needs agent.algorithm es (PPO scores every episode on one set; use folds 1)")
         if self.generalist is not None:
             g = self.generalist
             if self.task != "unlearning":

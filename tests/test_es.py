@@ -7,7 +7,10 @@ import yaml
 from conftest import FAST_DIGITS
 
 from rledit_ray.agent.es import centred_ranks, es_gradient
+from rledit_ray.build import build_world
 from rledit_ray.cli import main
+from rledit_ray.config import build_config
+from rledit_ray.worlds import WorldBatch
 
 # ES on digits' hidden layer (64 x 257 with its bias: 321 action dims), small populations.
 FAST_ES = {**FAST_DIGITS, "edit": ["fc1"],
@@ -39,9 +42,10 @@ def test_es_gradient_points_uphill():
 
 @pytest.fixture(scope="module")
 def es_run(tmp_path_factory, ray_local):
-    """Two ES iterations on a remote EnvRunner with two sub-envs (6 candidates: 3 batches)."""
+    """Two ES iterations on a remote EnvRunner with two sub-envs (6 candidates: 3 batches),
+    each iteration on its own reward sample set (samples.folds 2)."""
     root = tmp_path_factory.mktemp("es")
-    (root / "es.yaml").write_text(yaml.safe_dump(FAST_ES))
+    (root / "es.yaml").write_text(yaml.safe_dump({**FAST_ES, "samples": {"per_set": 64, "folds": 2}}))
     run = root / "run"
     assert main(["train", "--config", str(root / "es.yaml"), "--out", str(run), "--env-runners", "1"]) == 0
     return run
@@ -71,6 +75,39 @@ def test_an_es_run_logs_its_search_to_tensorboard(es_run):
     assert {"learner/es_fitness_std", "learner/es_step_rms"} <= set(board.Tags()["scalars"])
     steps = board.Scalars("learner/es_step_rms")
     assert all(s.value > 0 for s in steps)  # theta moved every iteration
+
+
+def _fold_rewards(world, action, folds) -> list[float]:
+    rewards = []
+    for k in folds:
+        world.use_reward_fold(k)
+        world.reset(seed=0)
+        rewards.append(world.step(action)[1])
+    return rewards
+
+
+def test_each_reward_fold_scores_on_its_own_samples():
+    """samples.folds 3: the same edit earns another reward on each set, the same one again when
+    its set comes back, and a batch of worlds agrees with a world alone."""
+    cfg = build_config({**FAST_ES, "samples": {"per_set": 32, "folds": 3}, "episode_length": 1})
+    world = build_world(cfg)
+    action = np.random.default_rng(0).uniform(-1, 1, world.action_space.shape).astype(np.float32)
+    first, second, third, again = _fold_rewards(world, action, [0, 1, 2, 0])
+    assert len({round(r, 6) for r in (first, second, third)}) == 3
+    assert again == pytest.approx(first, abs=1e-6)
+    batch = WorldBatch(lambda: build_world(cfg), 2)
+    batch.use_reward_fold(2)
+    batch.reset(seed=0)
+    assert batch.step(np.stack([action, action]))[1] == pytest.approx([third, third], abs=1e-5)
+    with pytest.raises(ValueError, match="fold 3"):
+        world.use_reward_fold(3)
+
+
+def test_reward_folds_without_es_get_one_line(tmp_path, capsys):
+    (tmp_path / "bad.yaml").write_text(yaml.safe_dump({**FAST_DIGITS, "samples": {"per_set": 64, "folds": 2}}))
+    assert main(["train", "--config", str(tmp_path / "bad.yaml"), "--out", str(tmp_path / "run")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "samples.folds" in err and "agent.algorithm es" in err and "\n" not in err
 
 
 @pytest.mark.slow

@@ -74,10 +74,19 @@ def es_gradient(directions: np.ndarray, returns_plus: np.ndarray, returns_minus:
     return weights @ directions / (2 * half * sigma)
 
 
-def evaluate_offsets(runner, offsets: np.ndarray) -> tuple[list[float], int]:
+def use_reward_fold(env, k: int) -> None:
+    """Have every world of an EnvRunner's vector env (a WorldBatch, or gymnasium's sync
+    vector env of wrapped worlds) score its next episodes on reward sample set k."""
+    vec = env.unwrapped
+    for world in getattr(vec, "worlds", None) or [sub.unwrapped for sub in vec.envs]:
+        world.use_reward_fold(k)
+
+
+def evaluate_offsets(runner, offsets: np.ndarray, fold: int = 0) -> tuple[list[float], int]:
     """One deterministic episode per row of `offsets` (added to the runner's mean action), its
-    sub-envs side by side; returns (episode returns, env steps)."""
+    sub-envs side by side, on reward sample set `fold`; returns (episode returns, env steps)."""
     env, module = runner.env, runner.module
+    use_reward_fold(env, fold)
     n = env.num_envs
     device = next(module.parameters()).device
     returns, steps = [], 0
@@ -123,7 +132,11 @@ class EditES(PPO):
         half = es["population"] // 2
         rng = np.random.default_rng([int(es["seed"]), self.iteration])
         directions = rng.standard_normal((half, int(es["action_dims"]))).astype(np.float32)
-        returns, steps = self._evaluate(np.concatenate([directions, -directions]) * es["sigma"])
+        # samples.folds: every candidate of an iteration on the same fresh reward set, so ranks
+        # compare edits, not samples; the sets take turns, so no edit fits one set.
+        folds = int(self.config.env_config.get("samples", {}).get("folds", 1))
+        returns, steps = self._evaluate(np.concatenate([directions, -directions]) * es["sigma"],
+                                        self.iteration % folds)
         gradient = es_gradient(directions, returns[:half], returns[half:], es["sigma"])
         step_rms = self.learner_group.foreach_learner(apply_es_step, gradient=gradient)
         self.env_runner_group.sync_weights(from_worker_or_learner_group=self.learner_group, inference_only=True)
@@ -135,17 +148,17 @@ class EditES(PPO):
         self.metrics.log_value((LEARNER_RESULTS, DEFAULT_MODULE_ID, STEP_KEY),
                                float(next(iter(step_rms)).get()), window=1)
 
-    def _evaluate(self, candidates: np.ndarray) -> tuple[np.ndarray, int]:
+    def _evaluate(self, candidates: np.ndarray, fold: int) -> tuple[np.ndarray, int]:
         """Every candidate's return (in order) and the env steps they took: each healthy remote
         EnvRunner scores an equal share; without remote runners the driver's own scores all."""
         group = self.env_runner_group
         remote = group.healthy_env_runner_ids() if group.num_remote_env_runners() else []
         if not remote:
-            returns, steps = evaluate_offsets(group.local_env_runner, candidates)
+            returns, steps = evaluate_offsets(group.local_env_runner, candidates, fold)
             return np.array(returns), steps
         bounds = np.linspace(0, len(candidates), len(remote) + 1).astype(int)
         # Each call carries its own share only (a closure over all candidates would ship all).
-        calls = [lambda runner, a=a, share=candidates[a:b]: (a, *evaluate_offsets(runner, share))
+        calls = [lambda runner, a=a, share=candidates[a:b]: (a, *evaluate_offsets(runner, share, fold))
                  for a, b in zip(bounds[:-1], bounds[1:])]
         # Results come back in the order the runners finish: each carries where its share starts.
         results = sorted(group.foreach_env_runner(calls, local_env_runner=False, remote_worker_ids=remote))

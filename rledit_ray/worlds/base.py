@@ -91,7 +91,7 @@ class EditWorld(gym.Env):
     kind = ""  # "mask" or "shift": the key of the world's defaults
 
     def __init__(self, model: nn.Module, edit: list[str], task, settings: WorldSettings | None = None,
-                 prefix_cache: dict | None = None, requests=None):
+                 prefix_cache: dict | None = None, requests=None, reward_folds=()):
         self.settings = settings or WorldSettings()
         if self.settings.step_size is None:
             self.settings = dataclasses.replace(self.settings, step_size=D.STEP_SIZE[self.kind])
@@ -114,9 +114,14 @@ class EditWorld(gym.Env):
         self.request = None
         self._references: dict[str, tuple] = {}  # task key -> (reference logits, initial terms)
         if self.requests is not None:
+            if reward_folds:
+                raise UserError("samples.folds draws one request's reward sets: a generalist cannot use them")
             self._use_request(self.requests.train_classes[0])
         else:
             self._use_task(task.to(self.device), "")
+        # Reward sample sets ES cycles through (use_reward_fold) after set 0, the task's own.
+        self.reward_folds = [fold.to(self.device) for fold in reward_folds]
+        self.fold = 0
         self.observed_terms = tuple(getattr(self.task, "observed_terms", OBSERVED_TERMS))
 
         r, k = self.settings.rank, self.settings.factor_basis
@@ -163,6 +168,7 @@ class EditWorld(gym.Env):
         if self.requests is not None:  # after the restore: a request's reference is the original network
             k = self.pinned_request if self.pinned_request is not None else self.requests.sample(self.np_random)
             self._use_request(k)
+        self._switch_reward_fold()
         self.terms = dict(self.initial_terms)
         self._score = self._weighted(self.terms)
         self.last_logits = self.reference_logits
@@ -216,7 +222,7 @@ class EditWorld(gym.Env):
     def finish_step(self, logits: torch.Tensor):
         """Score the edited logits: the rest of gymnasium's step() tuple."""
         self.last_logits = logits  # the row-wise observation describes them
-        self.terms = self.task.reward_terms(logits, self.reference_logits)
+        self.terms = self.reward_task.reward_terms(logits, self.reference_logits)
         score = self._weighted(self.terms)
         if self.settings.reward_mode == "improvement":
             reward = score - self._score
@@ -251,10 +257,30 @@ class EditWorld(gym.Env):
             self._use_task(self.requests.task(k), f"{k}:")
             self.request = k
 
+    def use_reward_fold(self, k: int) -> None:
+        """Score the episodes from the next reset on on reward sample set k (samples.folds;
+        0: the task's own). Evaluation is unchanged: it reads the task's pools, not its reward
+        samples."""
+        if not 0 <= k <= len(self.reward_folds):
+            raise ValueError(f"reward fold {k} of a world holding {len(self.reward_folds) + 1}")
+        self.fold = k
+
+    def _switch_reward_fold(self) -> None:
+        """At reset, after the restore: a set's reference is the original network."""
+        k = self.fold
+        task = self.reward_folds[k - 1] if k else self.task
+        if self.reward_task is not task:
+            self._use_reward(task, f"{self._key}fold{k}:" if k else self._key)
+
     def _use_task(self, task, key: str) -> None:
         """Make `task` the episode's task; `key` keeps its cached activations apart from
         other requests' (the empty key of a single-request world keeps the old names)."""
         self.task, self._key = task, key
+        self._use_reward(task, key)
+
+    def _use_reward(self, task, key: str) -> None:
+        """Score rewards with `task`'s reward samples, cached under `key`."""
+        self.reward_task = task
         self.reward_h = self._prefix_activations(f"{key}reward", task.reward_x)
         # The original network's logits and terms for this task: computed once, not at every
         # switch back to the request (a generalist switches at most resets).

@@ -102,6 +102,10 @@ class WorldBatch(gym.vector.VectorEnv):
             tail = first.split.sequential_suffix[1:](z).view(len(which), len(h), -1)
         return dict(zip(which, tail))
 
+    def use_reward_fold(self, k: int) -> None:
+        for world in self.worlds:
+            world.use_reward_fold(k)
+
     def close_extras(self, **kwargs):
         for world in self.worlds:
             world.close()
