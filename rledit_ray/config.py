@@ -64,7 +64,7 @@ class SamplesConfig(_Strict):
     # ES only: draw this many reward sample sets (set 0 is the one a run of folds 1 draws);
     # iteration i scores its candidates on set i mod folds, so the edit follows the reward of
     # folds x per_set samples at the cost of per_set per step (docs/deep-edits.md).
-    folds: int = Field(1, ge=1, description="reward sample sets; ES scores iteration i on set i mod folds")
+    folds: int = Field(D.SAMPLE_FOLDS, ge=1, description="reward sample sets; ES scores iteration i on set i mod folds")
 
 
 class BiasConfig(_Strict):

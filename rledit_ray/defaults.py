@@ -23,6 +23,7 @@ REWARD_MODE = "improvement"
 TARGET_MARGIN = -4.0
 KL_COEF = 0.0
 SAMPLES_PER_SET = 256
+SAMPLE_FOLDS = 1  # reward sample sets; ES scores iteration i on set i mod folds
 
 # Bias task.
 BIAS_OBJECTIVE = "worst_group"
