@@ -88,13 +88,19 @@ def _fold_rewards(world, action, folds) -> list[float]:
 
 def test_each_reward_fold_scores_on_its_own_samples():
     """samples.folds 3: the same edit earns another reward on each set, the same one again when
-    its set comes back, and a batch of worlds agrees with a world alone."""
-    cfg = build_config({**FAST_ES, "samples": {"per_set": 32, "folds": 3}, "episode_length": 1})
+    its set comes back, set k is the set of a run without folds seeded as build.fold_seeds
+    says, and a batch of worlds agrees with a world alone."""
+    from rledit_ray.build import fold_seeds
+
+    settings = {**FAST_ES, "samples": {"per_set": 32, "folds": 3}, "episode_length": 1}
+    cfg = build_config(settings)
     world = build_world(cfg)
     action = np.random.default_rng(0).uniform(-1, 1, world.action_space.shape).astype(np.float32)
     first, second, third, again = _fold_rewards(world, action, [0, 1, 2, 0])
     assert len({round(r, 6) for r in (first, second, third)}) == 3
     assert again == pytest.approx(first, abs=1e-6)
+    alone = build_world(build_config({**settings, "samples": {"per_set": 32}, "seed": fold_seeds(cfg)[1]}))
+    assert _fold_rewards(alone, action, [0]) == pytest.approx([third], abs=1e-6)
     batch = WorldBatch(lambda: build_world(cfg), 2)
     batch.use_reward_fold(2)
     batch.reset(seed=0)
