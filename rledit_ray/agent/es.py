@@ -78,8 +78,11 @@ def use_reward_fold(env, k: int) -> None:
     """Have every world of an EnvRunner's vector env (a WorldBatch, or gymnasium's sync
     vector env of wrapped worlds) score its next episodes on reward sample set k."""
     vec = env.unwrapped
-    for world in getattr(vec, "worlds", None) or [sub.unwrapped for sub in vec.envs]:
-        world.use_reward_fold(k)
+    if hasattr(vec, "use_reward_fold"):  # a WorldBatch tells its own worlds
+        vec.use_reward_fold(k)
+        return
+    for sub in vec.envs:
+        sub.unwrapped.use_reward_fold(k)
 
 
 def evaluate_offsets(runner, offsets: np.ndarray, fold: int = 0) -> tuple[list[float], int]:
