@@ -80,7 +80,8 @@ def build_algo(cfg: RunConfig, world, strategy=None):
     from rledit_ray.agent import AgentSettings, build_ppo_config
 
     strategy = strategy or strategy_for(cfg, world)
-    settings = AgentSettings(**cfg.agent.model_dump(), seed=cfg.seed, module=strategy.module)
+    settings = AgentSettings(**cfg.agent.model_dump(), seed=cfg.seed, es_folds=cfg.samples.folds,
+                             module=strategy.module)
     env_config = {**cfg.model_dump(mode="json"), "factor_layout": world.factor_layout,
                   **strategy.env_config(), PARTS_KEY: ship_parts(world.parts)}
     return build_ppo_config(WORLD_IDS[cfg.world], build_env, env_config, settings).build_algo()

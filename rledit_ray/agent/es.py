@@ -137,9 +137,8 @@ class EditES(PPO):
         directions = rng.standard_normal((half, int(es["action_dims"]))).astype(np.float32)
         # samples.folds: every candidate of an iteration on the same fresh reward set, so ranks
         # compare edits, not samples; the sets take turns, so no edit fits one set.
-        folds = int(self.config.env_config.get("samples", {}).get("folds", 1))
         returns, steps = self._evaluate(np.concatenate([directions, -directions]) * es["sigma"],
-                                        self.iteration % folds)
+                                        self.iteration % es["folds"])
         gradient = es_gradient(directions, returns[:half], returns[half:], es["sigma"])
         step_rms = self.learner_group.foreach_learner(apply_es_step, gradient=gradient)
         self.env_runner_group.sync_weights(from_worker_or_learner_group=self.learner_group, inference_only=True)

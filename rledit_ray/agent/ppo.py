@@ -77,6 +77,7 @@ class AgentSettings:
     es_population: int = A["es_population"]
     es_sigma: float = A["es_sigma"]
     es_lr: float = A["es_lr"]
+    es_folds: int = D.SAMPLE_FOLDS  # the run's samples.folds: ES iteration i scores on reward set i mod folds
 
 
 def gpus_available() -> bool:
@@ -194,7 +195,7 @@ def build_ppo_config(
             learner_class=EditPPOLearner,
             # What the learner (and EditES) read: ES's settings, or how PPO's ratio is formed.
             learner_config_dict={"es": {
-                "population": s.es_population, "sigma": s.es_sigma, "seed": s.seed,
+                "population": s.es_population, "sigma": s.es_sigma, "seed": s.seed, "folds": s.es_folds,
                 "action_dims": sum(factor_sizes(env_config["factor_layout"]))}} if es else {"ppo_logp": s.ppo_logp},
         )
         .training(
