@@ -54,7 +54,10 @@ def main() -> None:
     reward_rows = task.reward_x[:, 0].long()
     with torch.no_grad():
         reference = suffix.logits(reward_rows, *current)
-    bu, bv = _bases(acts, reward_rows, args.basis, mat0)
+    if args.basis_from == "gradient":
+        bu, bv = _gradient_bases(task, suffix, reward_rows, reference, args, mat0)
+    else:
+        bu, bv = _bases(acts, reward_rows, args.basis, mat0)
     u = torch.zeros(bu.shape[1], args.rank, requires_grad=True)
     v = (0.1 * torch.randn(bv.shape[1], args.rank)).requires_grad_(True)
     opt = torch.optim.Adam([u, v], lr=args.lr)
@@ -133,6 +136,9 @@ def _parse_args() -> argparse.Namespace:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--basis", type=int, default=0, help="k > 0: the factors over k directions per side, as "
                     "`factor_basis: k` builds them")
+    ap.add_argument("--basis-from", default="weights", choices=("weights", "gradient"),
+                    help="weights: as worlds/bases.py builds them; gradient: the top-k singular vectors of "
+                         "the reward's gradient at the original matrix")
     return ap.parse_args()
 
 
@@ -163,6 +169,18 @@ def _bases(acts, rows, k: int, mat0: torch.Tensor):
     _, vectors = torch.linalg.eigh(x.T @ x / len(x))
     left = torch.linalg.svd(mat0.double(), full_matrices=False).U[:, :k]
     return left.float(), vectors[:, -k:].flip(1).float().contiguous()
+
+
+def _gradient_bases(task, suffix, rows, reference, args, mat0: torch.Tensor):
+    """(B_u, B_v): the top-k left and right singular vectors of d reward / d matrix at the
+    original matrix, the directions a first-order step of the reward would use."""
+    mat = mat0.clone().requires_grad_(True)
+    terms = task.reward_tensors(suffix.logits(rows, mat[:, :-1], mat[:, -1]), reference)
+    (args.utility_coef * terms["utility"] + args.objective_coef * terms["objective"]).backward()
+    svd = torch.linalg.svd(mat.grad.double(), full_matrices=False)
+    k = args.basis
+    print(f"# gradient spectrum: top-{k} share {float((svd.S[:k] ** 2).sum() / (svd.S ** 2).sum()):.3f}", flush=True)
+    return svd.U[:, :k].float(), svd.Vh[:k].T.float().contiguous()
 
 
 def _needed_rows(task) -> list[int]:
