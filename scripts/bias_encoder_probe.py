@@ -76,8 +76,7 @@ def main() -> None:
             rows.append(_evaluate(task, scores, step, started))
         if step == args.steps:
             break
-        terms = task.reward_tensors(suffix.logits(reward_rows, *edited()), reference)
-        loss = -(args.utility_coef * terms["utility"] + args.objective_coef * terms["objective"])
+        loss = -_reward(task, suffix.logits(reward_rows, *edited()), reference, args)
         opt.zero_grad()
         loss.backward()
         opt.step()
@@ -139,7 +138,10 @@ def _parse_args() -> argparse.Namespace:
     ap.add_argument("--basis-from", default="weights", choices=("weights", "gradient"),
                     help="weights: as worlds/bases.py builds them; gradient: the top-k singular vectors of "
                          "the reward's gradient at the original matrix")
-    return ap.parse_args()
+    args = ap.parse_args()
+    if args.basis_from == "gradient" and args.basis < 1:
+        ap.error("--basis-from gradient needs --basis k > 0 (how many singular vectors to keep)")
+    return args
 
 
 def _index_task(ds, splits, args):
@@ -171,12 +173,17 @@ def _bases(acts, rows, k: int, mat0: torch.Tensor):
     return left.float(), vectors[:, -k:].flip(1).float().contiguous()
 
 
+def _reward(task, logits, reference, args) -> torch.Tensor:
+    """The reward the probe follows: the task's terms weighted by the run's coefficients."""
+    terms = task.reward_tensors(logits, reference)
+    return args.utility_coef * terms["utility"] + args.objective_coef * terms["objective"]
+
+
 def _gradient_bases(task, suffix, rows, reference, args, mat0: torch.Tensor):
     """(B_u, B_v): the top-k left and right singular vectors of d reward / d matrix at the
     original matrix, the directions a first-order step of the reward would use."""
     mat = mat0.clone().requires_grad_(True)
-    terms = task.reward_tensors(suffix.logits(rows, mat[:, :-1], mat[:, -1]), reference)
-    (args.utility_coef * terms["utility"] + args.objective_coef * terms["objective"]).backward()
+    _reward(task, suffix.logits(rows, mat[:, :-1], mat[:, -1]), reference, args).backward()
     svd = torch.linalg.svd(mat.grad.double(), full_matrices=False)
     k = args.basis
     print(f"# gradient spectrum: top-{k} share {float((svd.S[:k] ** 2).sum() / (svd.S ** 2).sum()):.3f}", flush=True)
