@@ -191,8 +191,9 @@ class RunConfig(_Strict):
     bias: BiasConfig = BiasConfig()
     obs_budget: int = D.OBS_BUDGET
     # k > 0: the factors are coefficients of k directions per side (the layer's top singular
-    # vectors, its inputs' principal directions): 2 r k action values (worlds/bases.py).
-    factor_basis: int = Field(D.FACTOR_BASIS, ge=0)
+    # vectors, its inputs' principal directions): 2 r k action values; [k_out, k_in]: the sides
+    # apart, r (k_out + k_in) values, 0 keeping a side's coordinates (worlds/bases.py).
+    factor_basis: int | tuple[int, ...] = D.FACTOR_BASIS  # its range: WorldSettings.check
     seed: Seed = 0
     device: str = "auto"
     # Intra-op threads per env process. An env step is many tiny tensor ops, where thread

@@ -57,7 +57,7 @@ def main() -> None:
     if args.basis_from == "gradient":
         bu, bv = _gradient_bases(task, suffix, reward_rows, reference, args, mat0)
     else:
-        bu, bv = _bases(acts, reward_rows, args.basis, mat0)
+        bu, bv = _bases(acts, reward_rows, args.basis_out, args.basis_in, mat0)
     u = torch.zeros(bu.shape[1], args.rank, requires_grad=True)
     v = (0.1 * torch.randn(bv.shape[1], args.rank)).requires_grad_(True)
     opt = torch.optim.Adam([u, v], lr=args.lr)
@@ -80,7 +80,7 @@ def main() -> None:
         opt.zero_grad()
         loss.backward()
         opt.step()
-    report(args, f"{args.world} layer{LAYER}.output.dense r{args.rank} basis{args.basis} {args.objective} "
+    report(args, f"{args.world} layer{LAYER}.output.dense r{args.rank} basis{args.basis_out}x{args.basis_in} {args.objective} "
                  f"tau{args.temperature} uc{args.utility_coef} n{args.per_set} p{args.pairs_per_set} lr{args.lr}",
            before, max(rows, key=lambda r: r["selection_score"]), rows, started)
 
@@ -138,7 +138,13 @@ def _parse_args() -> argparse.Namespace:
     ap.add_argument("--basis-from", default="weights", choices=("weights", "gradient"),
                     help="weights: as worlds/bases.py builds them; gradient: the top-k singular vectors of "
                          "the reward's gradient at the original matrix")
+    ap.add_argument("--basis-out", type=int, default=None, help="the output side's k alone (0: all 384 "
+                    "coordinates); --basis by default")
+    ap.add_argument("--basis-in", type=int, default=None, help="the input side's k alone (0: all 1,537); "
+                    "--basis by default")
     args = ap.parse_args()
+    args.basis_out = args.basis if args.basis_out is None else args.basis_out
+    args.basis_in = args.basis if args.basis_in is None else args.basis_in
     if args.basis_from == "gradient" and args.basis < 1:
         ap.error("--basis-from gradient needs --basis k > 0 (how many singular vectors to keep)")
     return args
@@ -158,19 +164,19 @@ def _index_task(ds, splits, args):
     return texts, task
 
 
-def _bases(acts, rows, k: int, mat0: torch.Tensor):
+def _bases(acts, rows, k_out: int, k_in: int, mat0: torch.Tensor):
     """(B_u, B_v): the orthonormal directions the factors live in, as a world with
     `factor_basis: k` builds them (worlds/bases.py: the matrix's top-k left singular vectors;
     the top-k principal directions of the layer's inputs on the reward texts, with the 1 of
-    the bias column); identities when k is 0."""
+    the bias column); a side whose k is 0 keeps all its coordinates."""
     m, n = mat0.shape
-    if not k:
-        return torch.eye(m), torch.eye(n)
+    left = torch.linalg.svd(mat0.double(), full_matrices=False).U[:, :k_out].float() if k_out else torch.eye(m)
+    if not k_in:
+        return left, torch.eye(n)
     tokens = torch.cat([acts.inter[int(r)] for r in rows.unique()])
     x = torch.cat([tokens, torch.ones(len(tokens), 1)], 1).double()
     _, vectors = torch.linalg.eigh(x.T @ x / len(x))
-    left = torch.linalg.svd(mat0.double(), full_matrices=False).U[:, :k]
-    return left.float(), vectors[:, -k:].flip(1).float().contiguous()
+    return left, vectors[:, -k_in:].flip(1).float().contiguous()
 
 
 def _reward(task, logits, reference, args) -> torch.Tensor:

@@ -266,7 +266,7 @@ def test_a_low_rank_edit_of_a_transformer_layer_replays_as_its_weights_do(bert, 
     assert ("<original output>", "w0", 0) in records
 
 
-@pytest.mark.parametrize("basis", [0, 8])
+@pytest.mark.parametrize("basis", [0, 8, (4, 16), (0, 16)])
 def test_a_shift_world_on_a_memo_split_evaluates_its_layer_factored_until_that_stops_paying(
         digits_task, tiny_cnn, monkeypatch, basis):
     edit = ["fc_layers.0"]  # 32 x 129 with its bias: factored up to rank 12 (0.5 of the product)

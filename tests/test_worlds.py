@@ -252,11 +252,30 @@ def test_factor_bases_shrink_the_action_and_keep_the_edit_in_their_span(world, d
     assert all(torch.equal(a, b) for a, b in zip(env.bases[0], again.bases[0]))
 
 
+@pytest.mark.parametrize("world", ["mask", "shift"])
+def test_a_factor_basis_sized_per_side_keeps_a_zero_side_whole(world, digits):
+    env = make(world, digits, edit=("fc1",), rank=2, factor_basis=(4, 16))  # fc1 with its bias: 64 x 257
+    assert env.action_space.shape == (2 * (4 + 16),)
+    assert env.factor_layout == [{"name": "fc1", "m": 4, "n": 16, "rank": 2}]
+    (bu, bv, _), = env.bases
+    assert bu.shape == (64, 4) and bv.shape == (257, 16)
+    whole_out = make(world, digits, edit=("fc1",), rank=2, factor_basis=(0, 16))
+    (bu, bv_again, _), = whole_out.bases
+    assert torch.equal(bu, torch.eye(64)) and torch.equal(bv_again, bv)  # the input side as before
+    assert whole_out.action_space.shape == (2 * (64 + 16),)
+    action = np.random.default_rng(0).uniform(-1, 1, whole_out.action_space.shape).astype(np.float32)
+    delta = whole_out.decode(torch.as_tensor(action))[0]
+    torch.testing.assert_close(delta @ (bv @ bv.T / (257 / 16)), delta, atol=1e-4, rtol=1e-4)
+
+
 @pytest.mark.parametrize("settings, message", [
     ({"edit": ("conv1",), "factor_basis": 4}, "factor_basis needs the weight of a Linear layer; 'conv1' is a Conv2d"),
     ({"edit": ("fc2",), "factor_basis": 20}, "factor_basis 20 exceeds what layer 'fc2' .10 x 65. can hold"),
     ({"edit": ("fc2",), "factor_basis": 4, "rank": 5}, "rank 5 exceeds .* factor_basis 4"),
-    ({"factor_basis": -1}, "factor_basis must be >= 0"),
+    ({"edit": ("fc2",), "factor_basis": (4, 70)}, r"factor_basis \[4, 70\] exceeds .* at most 10 output and 65 input"),
+    ({"edit": ("fc2",), "factor_basis": (0, 3), "rank": 4}, r"rank 4 exceeds .* factor_basis \[0, 3\]"),
+    ({"factor_basis": -1}, r"factor_basis must be k >= 0 or \[k_out, k_in\]"),
+    ({"factor_basis": (4, 2, 1)}, r"factor_basis must be k >= 0 or \[k_out, k_in\]"),
 ])
 def test_bad_factor_bases_are_refused(settings, message, digits):
     with pytest.raises(UserError, match=message):

@@ -32,6 +32,7 @@ from torch import nn
 from rledit_ray import defaults as D
 from rledit_ray.errors import UserError
 from rledit_ray.targets.split import split_model
+from rledit_ray.worlds.bases import basis_sizes, factor_bases, spelled_basis
 from rledit_ray.worlds.layers import EditLayer, resolve_edit_layers
 from rledit_ray.worlds.observation import WeightsObservation
 from rledit_ray.worlds.rowwise import RowwiseObservation
@@ -124,16 +125,18 @@ class EditWorld(gym.Env):
         self.fold = 0
         self.observed_terms = tuple(getattr(self.task, "observed_terms", OBSERVED_TERMS))
 
-        r, k = self.settings.rank, self.settings.factor_basis
+        r, (k_out, k_in) = self.settings.rank, basis_sizes(self.settings.factor_basis)
         for layer in self.layers:  # beyond min(m, n), U V^T spans nothing more, and the action only grows
-            if r > min(layer.rows, layer.cols, k or layer.rows):
-                raise UserError(f"rank {r} exceeds what layer '{layer.module_name}' ({layer.rows} x {layer.cols}"
-                                f"{f', factor_basis {k}' if k else ''}) can hold: choose a rank of at most "
-                                f"{min(layer.rows, layer.cols, k or layer.rows)}")
-        self.bases = self._factor_bases(k) if k else None
-        # The agent's view: the factors' sizes (the basis's k when there is one).
+            most = min(k_out or layer.rows, k_in or layer.cols)
+            if r > most:
+                basis = f", factor_basis {spelled_basis(self.settings.factor_basis)}" if k_out or k_in else ""
+                raise UserError(f"rank {r} exceeds what layer '{layer.module_name}' ({layer.rows} x {layer.cols}{basis}) "
+                                f"can hold: choose a rank of at most {most}")
+        self.bases = self._factor_bases() if k_out or k_in else None
+        # The agent's view: the factors' sizes (a side's k when it has a basis).
         self.factor_layout = [
-            {"name": layer.module_name, "m": k or layer.rows, "n": k or layer.cols, "rank": r} for layer in self.layers
+            {"name": layer.module_name, "m": k_out or layer.rows, "n": k_in or layer.cols, "rank": r}
+            for layer in self.layers
         ]
         n_act = sum(r * (entry["m"] + entry["n"]) for entry in self.factor_layout)
         self.action_space = gym.spaces.Box(-1.0, 1.0, (n_act,), np.float32)
@@ -290,13 +293,11 @@ class EditWorld(gym.Env):
         self.reference_logits, self.initial_terms = self._references[key]
 
     # ------------------------------------------------------------------ helpers
-    def _factor_bases(self, k: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
-        from rledit_ray.worlds.bases import factor_bases
-
+    def _factor_bases(self) -> list[tuple[torch.Tensor, torch.Tensor]]:
         if self.requests is not None:
             raise UserError("factor_basis is built from one request's reward samples: a generalist cannot use it")
-        return factor_bases(self.model, self.layers, self.original, k, lambda: self.split.suffix(self.reward_h),
-                            self.settings.rank)
+        return factor_bases(self.model, self.layers, self.original, self.settings.factor_basis,
+                            lambda: self.split.suffix(self.reward_h), self.settings.rank)
 
     def factors(self, action: torch.Tensor) -> list[tuple[torch.Tensor, torch.Tensor]]:
         """Flat action -> one (U, V) pair per layer: U (rows x r) in [-1, 1], V (cols x r) in [0, 1];

@@ -10,6 +10,11 @@ they do without a basis, and a step size keeps its meaning. The action shrinks f
 r (rows + cols) to 2 r k values, which is what an ES search needs on a wide layer (agent/es.py;
 measured on MiniLM's FFN output in docs/deep-edits.md).
 
+`factor_basis: [k_out, k_in]` sizes the two sides apart (r (k_out + k_in) values), 0 keeping
+a side's every coordinate (an identity basis). A wide layer's edit can need far more input
+directions than output ones: on MiniLM's FFN output (384 x 1536) the input side is what a
+64-direction basis loses (docs/deep-edits.md).
+
 V starts away from zero: V = B_v (a_v + C), with C (k x r) a fixed draw of std 0.5. At U = V = 0
 the edit U V^T is a saddle: every first-order change of it is zero, and antithetic ES
 candidates (+e, -e) even give the same edit, so the search would never leave it. The plain
@@ -29,29 +34,48 @@ from rledit_ray.errors import UserError
 V_START_STD = 0.5
 
 
-def factor_bases(model: nn.Module, layers, originals: list[torch.Tensor], k: int, run_reward, rank: int) -> list[tuple]:
+def basis_sizes(factor_basis: int | tuple[int, int]) -> tuple[int, int]:
+    """`factor_basis` as (output directions, input directions); 0 on a side: no basis there."""
+    return (factor_basis, factor_basis) if isinstance(factor_basis, int) else tuple(factor_basis)
+
+
+def factor_bases(model: nn.Module, layers, originals: list[torch.Tensor], factor_basis, run_reward,
+                 rank: int) -> list[tuple]:
     """(B_u, B_v, V_0 = B_v C) per edited layer. `run_reward()` runs the network on the reward samples once
     (the world's suffix), during which each layer's inputs are gathered."""
+    k_out, k_in = basis_sizes(factor_basis)
     modules = [model.get_submodule(layer.module_name) for layer in layers]
     for layer, module in zip(layers, modules):
         if not isinstance(module, nn.Linear) or layer.weight is None:
             raise UserError(f"factor_basis needs the weight of a Linear layer; '{layer.module_name}' is "
                             f"{'a ' + type(module).__name__ if layer.weight is not None else 'edited in its bias only'}: "
                             f"set factor_basis: 0 for it")
-        if k > min(layer.rows, layer.cols):
-            raise UserError(f"factor_basis {k} exceeds what layer '{layer.module_name}' ({layer.rows} x {layer.cols}) "
-                            f"can hold: choose at most {min(layer.rows, layer.cols)}")
+        if k_out > layer.rows or k_in > layer.cols:
+            raise UserError(f"factor_basis {spelled_basis(factor_basis)} exceeds what layer '{layer.module_name}' "
+                            f"({layer.rows} x {layer.cols}) can hold: choose at most {layer.rows} output and "
+                            f"{layer.cols} input directions ([k_out, k_in] sizes the sides apart)")
     moments = _input_moments(modules, layers, run_reward)
     out, start = [], torch.Generator().manual_seed(0)
     for layer, w0, moment in zip(layers, originals, moments):
-        left = torch.linalg.svd(w0.double(), full_matrices=False).U[:, :k]
-        _, vectors = torch.linalg.eigh(moment)  # ascending: the top k are the last
-        right = vectors[:, -k:].flip(1)
-        basis_u = (_signed(left) * (layer.rows / k) ** 0.5).float().to(w0.device)
-        basis_v = (_signed(right) * (layer.cols / k) ** 0.5).float().to(w0.device)
-        v_start = basis_v @ (V_START_STD * torch.randn(k, rank, generator=start)).to(w0.device)
+        left = _signed(torch.linalg.svd(w0.double(), full_matrices=False).U[:, :k_out]) if k_out else None
+        right = _signed(torch.linalg.eigh(moment)[1][:, -k_in:].flip(1)) if k_in else None  # eigh ascends
+        basis_u = _scaled(left, layer.rows).to(w0.device)
+        basis_v = _scaled(right, layer.cols).to(w0.device)
+        v_start = basis_v @ (V_START_STD * torch.randn(basis_v.shape[1], rank, generator=start)).to(w0.device)
         out.append((basis_u, basis_v, v_start))
     return out
+
+
+def _scaled(directions: torch.Tensor | None, size: int) -> torch.Tensor:
+    """k orthonormal directions times sqrt(size / k); None: the identity (every coordinate)."""
+    if directions is None:
+        return torch.eye(size)
+    return (directions * (size / directions.shape[1]) ** 0.5).float()
+
+
+def spelled_basis(factor_basis) -> str:
+    """As YAML spells it: k, or [k_out, k_in]."""
+    return str(factor_basis) if isinstance(factor_basis, int) else f"[{factor_basis[0]}, {factor_basis[1]}]"
 
 
 def _input_moments(modules: list[nn.Linear], layers, run_reward) -> list[torch.Tensor]:

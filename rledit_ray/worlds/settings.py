@@ -33,7 +33,9 @@ class WorldSettings:
     # edit's score gain); "level": reward = score_t - score_0 at every step.
     reward_mode: str = D.REWARD_MODE
     obs_budget: int = D.OBS_BUDGET
-    factor_basis: int = D.FACTOR_BASIS  # 0: factors over rows and columns; k: over k directions (worlds/bases.py)
+    # 0: factors over rows and columns; k: over k directions per side; (k_out, k_in): per side
+    # apart, 0 keeping that side's coordinates (worlds/bases.py)
+    factor_basis: int | tuple[int, int] = D.FACTOR_BASIS
     observation: str = "weights"
     seed: int = 0
     device: str = "auto"
@@ -54,8 +56,12 @@ class WorldSettings:
             raise UserError(f"unknown reward mode '{self.reward_mode}': choose {' or '.join(REWARD_MODES)}")
         if self.observation not in OBSERVATIONS:
             raise UserError(f"unknown observation '{self.observation}': choose {' or '.join(OBSERVATIONS)}")
-        if self.factor_basis < 0:
-            raise UserError(f"factor_basis must be >= 0 (got {self.factor_basis}): 0 for none, k for k directions")
+        fb = self.factor_basis
+        one_size = isinstance(fb, int) and fb >= 0
+        two_sizes = isinstance(fb, (tuple, list)) and len(fb) == 2 and all(isinstance(k, int) and k >= 0 for k in fb)
+        if not (one_size or two_sizes):
+            raise UserError(f"factor_basis must be k >= 0 or [k_out, k_in] of such (got {fb}): "
+                            f"0 for none, k for k directions per side")
         if self.obs_budget < 1:
             raise UserError(f"obs_budget must be >= 1 (got {self.obs_budget})")
         if not DEVICE_NAME.fullmatch(str(self.device)):
