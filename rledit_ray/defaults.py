@@ -14,7 +14,7 @@ MASK_BOUNDS = (0.0, 1.5)
 MASK_UPDATE = "multiplicative"
 EPISODE_LENGTH = 5
 OBS_BUDGET = 4096
-FACTOR_BASIS = 0  # 0: the factors span rows and columns; k: k directions per side (worlds/bases.py)
+FACTOR_BASIS = 0  # 0: factors span rows and columns; k: k directions per side; [k_out, k_in] (worlds/bases.py)
 
 # Reward: utility must outweigh the objective (~4:1), else "wreck everything" beats "do nothing".
 UTILITY_COEF = 4.0
