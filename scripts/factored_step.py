@@ -1,57 +1,71 @@
-"""ShiftWorld's factored step against the edited layer's full product, side by side.
+"""ShiftWorld's step on MiniLM's last FFN output, three ways side by side.
 
-How to run (after `make setup`; ~2 minutes on 2 cores, most of it building the world):
+How to run (after `make setup`; ~3 minutes on 2 cores, most of it building the world):
 
-    .venv/bin/python scripts/factored_step.py
+    .venv/bin/python scripts/factored_step.py [--per-set N]
 
-What to expect: one line with the median seconds per world step (reset + one step, as an ES
-candidate costs) on MiniLM's last FFN output (bias task, rank 4, factor_basis 64, 128 texts
-per cell), evaluated factored (the layer's cached original output plus the low-rank term,
-worlds/shift.py) and with the layer's full matrix product, and the largest difference of
-their logits (float rounding). Measured 2026-12-02 on an AMD EPYC 2-core machine, load 0.87 at
-start, 1.39 at end, commit 04aa275: factored 0.080 s, full product 0.489 s, logits within 4.8e-07.
+What to expect: one line per way with the median seconds per world step (reset + one step, as
+an ES candidate costs) on the edit of `configs/bias_encoder_es.yaml` (rank 2, factor_basis
+[32, 256]) with N reward texts per cell (default 256), and the largest difference of its logits
+from the full product's (float rounding):
+- "closed form": the low-rank term through the LayerNorm and the pooling in closed form
+  (targets/pooled_tail.py), what a run uses;
+- "replay": the layer's cached original output plus the low-rank term, the rest of the network
+  replayed through its own code (targets/memo.py);
+- "full product": the edited weights written into the layer and its whole matrix product.
+The numbers of docs/deep-edits.md ("Bias through the encoder") come from this script.
 """
 from __future__ import annotations
 
+import argparse
 import statistics
 import time
+from pathlib import Path
 
 import numpy as np
 import torch
+import yaml
 
-SETTINGS = {"task": "bias", "world": "shift", "edit": ["minilm.encoder.layer.5.output.dense"], "rank": 4,
-            "factor_basis": 64, "episode_length": 1, "step_size": 1.0, "samples": {"per_set": 128},
-            "bias": {"objective": "worst_group", "temperature": 0.05, "pairs_per_set": 0}, "torch_threads": 2}
+CONFIG = Path(__file__).resolve().parent.parent / "configs" / "bias_encoder_es.yaml"
 
 
 def main() -> None:
     from rledit_ray.build import build_world
     from rledit_ray.config import build_config
 
-    torch.set_num_threads(2)
-    world = build_world(build_config(SETTINGS))
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--per-set", type=int, default=256, help="reward texts per (group, label) cell")
+    args = ap.parse_args()
+    settings = yaml.safe_load(CONFIG.read_text())
+    settings["samples"] = {"per_set": args.per_set}
+    torch.set_num_threads(settings["torch_threads"])
+    world = build_world(build_config(settings))
     action = np.random.default_rng(0).uniform(-0.3, 0.3, world.action_space.shape).astype(np.float32)
     factored = type(world).low_rank_edit
 
     def seconds_per_step(n: int = 10) -> float:
         world.reset(seed=0)
-        world.step(action)  # warm-up: the first factored step caches the layer's original output
+        world.step(action)  # warm-up: the first factored step caches what the edit reads
         start = time.perf_counter()
         for _ in range(n):
             world.reset(seed=0)
             world.step(action)
         return (time.perf_counter() - start) / n
 
-    times, logits = {"factored": [], "full product": []}, {}
+    ways = {"closed form": (True, True), "replay": (True, False), "full product": (False, False)}
+    times, logits = {name: [] for name in ways}, {}
     for _ in range(3):
-        for name in times:
+        for name, (low_rank, closed_form) in ways.items():
             # The instance attribute shadows the method: None makes the world write and use its weights.
-            world.low_rank_edit = (lambda: factored(world)) if name == "factored" else (lambda: None)
+            world.low_rank_edit = (lambda: factored(world)) if low_rank else (lambda: None)
+            world.split.closed_form = closed_form
             times[name].append(seconds_per_step())
             logits[name] = world.reward_logits()
-    diff = float((logits["factored"] - logits["full product"]).abs().max())
-    print(f"factored {statistics.median(times['factored']):.3f} s/step, full product "
-          f"{statistics.median(times['full product']):.3f} s/step, logits within {diff:.2g}")
+    print(f"{world.task.n_samples} reward texts, {sum(x.shape[0] * x.shape[-1] for x, _ in world.reward_h.chunks)} "
+          f"token positions")
+    for name in ways:
+        diff = float((logits[name] - logits["full product"]).abs().max())
+        print(f"{name}: {statistics.median(times[name]):.3f} s/step, logits within {diff:.2g} of the full product")
 
 
 if __name__ == "__main__":

@@ -322,6 +322,53 @@ def test_an_edit_of_the_encoder_puts_the_encoder_in_the_target(tmp_path):
         build_world(build_config({**base, "edit": ["minilm.encoder.layer.9.output.dense"]}))
 
 
+@pytest.mark.parametrize("factor_basis", [0, [8, 32]])
+def test_an_edit_of_the_encoders_last_ffn_output_is_scored_in_closed_form_as_its_weights_score(
+        tmp_path, factor_basis):
+    """ShiftWorld's low-rank edit of the last FFN output goes through the LayerNorm and the
+    pooling in closed form (targets/pooled_tail.py): the logits the weights written into the
+    whole model give, step after step, and the closed form is what was used."""
+    from rledit_ray.build import build_world
+
+    config = _jigsaw_config(tmp_path, world="shift", edit=["minilm.encoder.layer.5.output.dense"], rank=2,
+                            episode_length=3, factor_basis=factor_basis)
+    world = build_world(build_config(config))
+    rng = np.random.default_rng(0)
+    world.reset(seed=0)
+    for _ in range(3):  # the rank grows with each step: 2, 4, 6
+        world.step(rng.uniform(-1, 1, world.action_space.shape).astype(np.float32))
+        closed = world.reward_logits().clone()
+        world.low_rank_edit = lambda: None  # the model's own pass over the weights the world wrote
+        torch.testing.assert_close(closed, world.reward_logits(), atol=1e-5, rtol=1e-5)
+        del world.low_rank_edit
+    tails = [value for _, records in world.reward_h.chunks for key, value in records.items()
+             if key[0] == "<pooled tail>"]
+    assert tails and all(tail is not None for tail in tails)
+
+
+def test_a_closed_form_that_does_not_give_the_models_logits_is_not_used(tmp_path, monkeypatch, caplog):
+    """A model that claims the closed form but pools otherwise (its first token, as BERT's CLS
+    classifiers do): the check against the replay refuses the closed form, one log line says
+    so, and the scores stay exact."""
+    from rledit_ray.build import build_world
+    from rledit_ray.targets.sentence_classifier import SentenceClassifier
+
+    def first_token(self, input_ids, attention_mask):
+        return self.pooled_logits(self.minilm(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state[:, 0])
+
+    monkeypatch.setattr(SentenceClassifier, "forward", first_token)
+    config = _jigsaw_config(tmp_path, world="shift", edit=["minilm.encoder.layer.5.output.dense"], episode_length=1)
+    world = build_world(build_config(config))
+    world.reset(seed=0)
+    world.step(np.random.default_rng(0).uniform(-1, 1, world.action_space.shape).astype(np.float32))
+    replayed = world.reward_logits().clone()
+    world.low_rank_edit = lambda: None
+    torch.testing.assert_close(replayed, world.reward_logits(), atol=1e-5, rtol=1e-5)
+    assert "differs from the model's own pass" in caplog.text
+    assert all(value is None for _, records in world.reward_h.chunks for key, value in records.items()
+               if key[0] == "<pooled tail>")
+
+
 @pytest.mark.slow
 def test_es_edits_the_encoder_end_to_end_and_the_edit_replays(tmp_path, monkeypatch):
     import json

@@ -75,9 +75,13 @@ def load_encoder(encoder: str, pooling_layer: bool = True):
 def sentence_vectors(hidden: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
     """The sentence embedding of the encoder's last hidden states: the mean over real tokens,
     L2-normalised (what all-MiniLM-L6-v2 is trained for)."""
+    return torch.nn.functional.normalize(mean_pooled(hidden, attention_mask), dim=1)
+
+
+def mean_pooled(hidden: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+    """The mean of the last hidden states over each text's real tokens."""
     mask = attention_mask.unsqueeze(-1).to(hidden.dtype)
-    pooled = (hidden * mask).sum(1) / mask.sum(1).clamp_min(1e-9)
-    return torch.nn.functional.normalize(pooled, dim=1)
+    return (hidden * mask).sum(1) / mask.sum(1).clamp_min(1e-9)
 
 
 def _encode(texts: list[str], encoder: str) -> np.ndarray:

@@ -58,9 +58,12 @@ class LowRankEdit:
         """x (with the bias column's 1) on the basis: (..., k)."""
         return _times(x, self.basis, self.weight.shape[1])
 
+    def coefficients(self, x: torch.Tensor, projected: torch.Tensor | None = None) -> torch.Tensor:
+        """The R coefficients of each row: (..., R); the layer's output moves by them @ a.T."""
+        return _times(x, self.b, self.weight.shape[1]) if projected is None else projected @ self.b
+
     def output(self, x: torch.Tensor, original: torch.Tensor, projected: torch.Tensor | None = None) -> torch.Tensor:
-        coef = _times(x, self.b, self.weight.shape[1]) if projected is None else projected @ self.b
-        return original + coef @ self.a.T
+        return original + self.coefficients(x, projected) @ self.a.T
 
 
 def _times(x: torch.Tensor, matrix: torch.Tensor, n: int) -> torch.Tensor:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Callable
 
 import torch
@@ -17,12 +17,14 @@ import torch.utils._pytree as pytree
 from torch import nn
 
 from rledit_ray.targets.forward import CHUNK, PACKED_INPUTS, LowRankEdit, Split, call_model, outputs_close
+from rledit_ray.targets.pooled_tail import PooledTail
 
 log = logging.getLogger(__name__)
 
 TEXT_CHUNK = 256  # rows of packed texts per recorded chunk: each chunk is cut to its longest text
 MEMO_BUDGET = 1 << 30  # bytes of recorded outputs per input set
 _TOLERANCE = 1e-6  # record vs replay: the same operations on the same numbers
+_CLOSED_FORM_TOLERANCE = 1e-4  # closed form vs replay: the LayerNorm's variance summed another way
 
 
 @dataclass
@@ -51,6 +53,9 @@ class MemoSplit(Split):
         self.budget = budget
         self.unread: frozenset = frozenset()  # record keys nothing downstream reads
         self.by_length = True  # packed texts: sort by length and cut each chunk's padding
+        # The model offers a closed form of its tail after the edit (targets/pooled_tail.py);
+        # cleared for good once it fails its check on a chunk.
+        self.closed_form = hasattr(model, "pooled_tail_norm")
 
     def prefix(self, x: torch.Tensor, persist: bool = False) -> MemoCache:  # records stay in memory
         if not len(x):  # nothing to record; the model's own pass gives the (0, classes) logits
@@ -75,10 +80,59 @@ class MemoSplit(Split):
 
     def suffix(self, cache: MemoCache, edit: LowRankEdit | None = None) -> torch.Tensor:
         with torch.inference_mode():
-            out = [self.replay(inputs, records, edit) if records is not None else call_model(self.model, inputs)
+            out = [self.edited_logits(inputs, records, edit) if records is not None else call_model(self.model, inputs)
                    for inputs, records in cache.chunks]
             out = out[0] if len(out) == 1 else torch.cat(out)
             return out if cache.restore is None else out[cache.restore]
+
+    def edited_logits(self, x: torch.Tensor, records: dict, edit: LowRankEdit | None) -> torch.Tensor:
+        """The replay's logits; in closed form where the model offers one for the edited layer
+        (targets/pooled_tail.py) and it gave the replay's logits on this chunk."""
+        if edit is None or not self.closed_form:
+            return self.replay(x, records, edit)
+        key = ("<pooled tail>", edit.key, edit.basis_key)
+        if key not in records:
+            records[key] = self._pooled_tail(x, records, edit)
+        if records[key] is None:
+            return self.replay(x, records, edit)
+        tail, layer_input, projected = records[key]
+        return self.model.pooled_logits(tail.pooled(edit.coefficients(layer_input, projected), edit.a))
+
+    def _pooled_tail(self, x: torch.Tensor, records: dict, edit: LowRankEdit) -> tuple | None:
+        """(PooledTail, the edited layer's input, its projection on the basis) of one chunk, from
+        one replay of the unedited layer; None where the closed form does not hold."""
+        norm_name = self.model.pooled_tail_norm(edit.name)
+        names = getattr(self.model, PACKED_INPUTS, None) or ()
+        if norm_name is None or "attention_mask" not in names:
+            return None
+        seen = {"norm": [], "layer": []}
+        hooks = [self.model.get_submodule(name).register_forward_pre_hook(
+                     lambda _m, args, calls=calls: calls.append(args[0]))
+                 for name, calls in ((norm_name, seen["norm"]), (edit.name, seen["layer"]))]
+        try:
+            self.replay(x, records, replace(edit, a=torch.zeros_like(edit.a)))
+        finally:
+            for hook in hooks:
+                hook.remove()
+        if len(seen["norm"]) != 1 or len(seen["layer"]) != 1:
+            return None
+        mask = x[:, list(names).index("attention_mask")]
+        tail = PooledTail.capture(seen["norm"][0], mask, self.model.get_submodule(norm_name))
+        projected = records.get(("<projected input>", edit.basis_key, 0)) if edit.basis is not None else None
+        if tail is None or (edit.basis is not None and projected is None):
+            return None
+        kept = (tail, seen["layer"][0], projected)
+        # Checked against the replay on this edit and on a random one of its shape.
+        noise = torch.randn(edit.a.shape, generator=torch.Generator().manual_seed(0)).to(edit.a)
+        for a in (edit.a, edit.a + noise * (edit.a.std() + 1e-3)):
+            trial = replace(edit, a=a)
+            closed = self.model.pooled_logits(tail.pooled(trial.coefficients(kept[1], projected), a))
+            if not outputs_close(self.replay(x, records, trial), closed, _CLOSED_FORM_TOLERANCE):
+                log.warning("the closed form of %s's edit differs from the model's own pass: replaying it "
+                            "(one forward of the tail per step)", edit.name)
+                self.closed_form = False
+                return None
+        return kept
 
     def record(self, x: torch.Tensor) -> tuple[dict, torch.Tensor, bool]:
         """Run the model once: (records, logits, whether an edited module was called)."""

@@ -13,7 +13,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from rledit_ray.targets.encoder import load_encoder, sentence_vectors
+from rledit_ray.targets.encoder import load_encoder, mean_pooled
 from rledit_ray.targets.forward import PACKED_INPUTS
 
 ENCODER_ATTRIBUTE = "minilm"  # edits of the encoder name its modules under this prefix
@@ -27,7 +27,19 @@ class SentenceClassifier(nn.Module):
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         hidden = self.minilm(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
-        return self.fc2(self.relu1(self.fc1(sentence_vectors(hidden, attention_mask))))
+        return self.pooled_logits(mean_pooled(hidden, attention_mask))
+
+    # A low-rank edit of the last layer's FFN output has a closed form through the LayerNorm
+    # and the pooling (targets/pooled_tail.py); the memo split asks for these two.
+    def pooled_tail_norm(self, edited: str) -> str | None:
+        """The LayerNorm whose output is the last hidden state, when `edited` (a module name)
+        is the FFN output that feeds it with its residual; None for any other module."""
+        last = f"{ENCODER_ATTRIBUTE}.encoder.layer.{len(self.minilm.encoder.layer) - 1}.output"
+        return f"{last}.LayerNorm" if edited == f"{last}.dense" else None
+
+    def pooled_logits(self, pooled: torch.Tensor) -> torch.Tensor:
+        """The logits of texts whose last hidden states average to `pooled` over their tokens."""
+        return self.fc2(self.relu1(self.fc1(torch.nn.functional.normalize(pooled, dim=1))))
 
 
 setattr(SentenceClassifier, PACKED_INPUTS, ("input_ids", "attention_mask"))
