@@ -346,6 +346,34 @@ def test_an_edit_of_the_encoders_last_ffn_output_is_scored_in_closed_form_as_its
     assert tails and all(tail is not None for tail in tails)
 
 
+def test_a_world_batch_scores_its_encoder_edits_together_as_each_world_alone(tmp_path, monkeypatch):
+    """Sub-envs of one EnvRunner (WorldBatch) score their low-rank edits of the encoder in one
+    closed-form pass; each world's rewards are those of its own full forward pass."""
+    from rledit_ray.build import build_parts, build_world
+    from rledit_ray.targets.memo import MemoSplit
+    from rledit_ray.worlds import WorldBatch
+
+    config = build_config(_jigsaw_config(tmp_path, world="shift", edit=["minilm.encoder.layer.5.output.dense"],
+                                         rank=2, episode_length=2, factor_basis=[8, 32]))
+    parts = build_parts(config)
+    batch = WorldBatch(lambda: build_world(config, parts), 3)
+    stacked = []
+    together = MemoSplit.closed_form_suffixes
+    monkeypatch.setattr(MemoSplit, "closed_form_suffixes",
+                        lambda self, cache, edits: stacked.append(len(edits)) or together(self, cache, edits))
+    batch.reset(seed=0)
+    rng = np.random.default_rng(0)
+    for _ in range(2):
+        actions = rng.uniform(-1, 1, batch.action_space.shape).astype(np.float32)
+        _, rewards, *_ = batch.step(actions)
+        for world, reward in zip(batch.worlds, rewards):
+            world.low_rank_edit = lambda: None  # the world's own full pass over the weights it wrote
+            expected = world.reward_task.reward_terms(world.reward_logits(), world.reference_logits)
+            del world.low_rank_edit
+            assert world.terms == pytest.approx(expected, abs=1e-5)
+    assert 3 in stacked
+
+
 def test_a_closed_form_that_does_not_give_the_models_logits_is_not_used(tmp_path, monkeypatch, caplog):
     """A model that claims the closed form but pools otherwise (its first token, as BERT's CLS
     classifiers do): the check against the replay refuses the closed form, one log line says

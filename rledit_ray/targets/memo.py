@@ -22,7 +22,9 @@ from rledit_ray.targets.pooled_tail import PooledTail
 log = logging.getLogger(__name__)
 
 TEXT_CHUNK = 256  # rows of packed texts per recorded chunk: each chunk is cut to its longest text
-MEMO_BUDGET = 1 << 30  # bytes of recorded outputs per input set
+# Bytes of recorded outputs per input set: RedditBias's whole reward pool (~7,200 texts) through MiniLM's
+# last layer records ~1.5 GB (its FFN activations and attention output); 24 GB machines hold several such sets.
+MEMO_BUDGET = 4 << 30
 _TOLERANCE = 1e-6  # record vs replay: the same operations on the same numbers
 _CLOSED_FORM_TOLERANCE = 1e-4  # closed form vs replay: the LayerNorm's variance summed another way
 
@@ -80,23 +82,35 @@ class MemoSplit(Split):
 
     def suffix(self, cache: MemoCache, edit: LowRankEdit | None = None) -> torch.Tensor:
         with torch.inference_mode():
-            out = [self.edited_logits(inputs, records, edit) if records is not None else call_model(self.model, inputs)
+            closed = None if edit is None else self.closed_form_suffixes(cache, [edit])
+            if closed is not None:
+                return closed[0]
+            out = [self.replay(inputs, records, edit) if records is not None else call_model(self.model, inputs)
                    for inputs, records in cache.chunks]
             out = out[0] if len(out) == 1 else torch.cat(out)
             return out if cache.restore is None else out[cache.restore]
 
-    def edited_logits(self, x: torch.Tensor, records: dict, edit: LowRankEdit | None) -> torch.Tensor:
-        """The replay's logits; in closed form where the model offers one for the edited layer
-        (targets/pooled_tail.py) and it gave the replay's logits on this chunk."""
-        if edit is None or not self.closed_form:
-            return self.replay(x, records, edit)
-        key = ("<pooled tail>", edit.key, edit.basis_key)
-        if key not in records:
-            records[key] = self._pooled_tail(x, records, edit)
-        if records[key] is None:
-            return self.replay(x, records, edit)
-        tail, layer_input, projected = records[key]
-        return self.model.pooled_logits(tail.pooled(edit.coefficients(layer_input, projected), edit.a))
+    def closed_form_suffixes(self, cache: MemoCache, edits: list[LowRankEdit]) -> torch.Tensor | None:
+        """The logits under each of `edits` (of one layer, over the same original weights and
+        basis, of one rank), (E, rows, classes), in closed form where the model offers one for
+        the layer (targets/pooled_tail.py) and it gave the replay's logits on every chunk; else
+        None. The edits share each read of what the closed form keeps."""
+        if not self.closed_form:
+            return None
+        with torch.inference_mode():
+            kept = []
+            for inputs, records in cache.chunks:
+                key = ("<pooled tail>", edits[0].key, edits[0].basis_key)
+                if records is not None and key not in records:
+                    records[key] = self._pooled_tail(inputs, records, edits[0])
+                if records is None or records[key] is None:
+                    return None
+                kept.append(records[key])
+            out = [self.model.pooled_logits(tail.pooled(_stacked_coefficients(edits, layer_input, projected),
+                                                        torch.stack([e.a for e in edits])).flatten(0, 1))
+                   .view(len(edits), len(layer_input), -1) for tail, layer_input, projected in kept]
+            out = out[0] if len(out) == 1 else torch.cat(out, 1)
+            return out if cache.restore is None else out[:, cache.restore]
 
     def _pooled_tail(self, x: torch.Tensor, records: dict, edit: LowRankEdit) -> tuple | None:
         """(PooledTail, the edited layer's input, its projection on the basis) of one chunk, from
@@ -126,7 +140,7 @@ class MemoSplit(Split):
         noise = torch.randn(edit.a.shape, generator=torch.Generator().manual_seed(0)).to(edit.a)
         for a in (edit.a, edit.a + noise * (edit.a.std() + 1e-3)):
             trial = replace(edit, a=a)
-            closed = self.model.pooled_logits(tail.pooled(trial.coefficients(kept[1], projected), a))
+            closed = self.model.pooled_logits(tail.pooled(_stacked_coefficients([trial], kept[1], projected), a[None])[0])
             if not outputs_close(self.replay(x, records, trial), closed, _CLOSED_FORM_TOLERANCE):
                 log.warning("the closed form of %s's edit differs from the model's own pass: replaying it "
                             "(one forward of the tail per step)", edit.name)
@@ -211,6 +225,13 @@ class MemoSplit(Split):
             replacements.append((self.model.get_submodule(edit.name), low_rank))
         with torch.inference_mode(), _forwards_replaced(replacements):
             return call_model(self.model, x)
+
+
+def _stacked_coefficients(edits: list[LowRankEdit], layer_input: torch.Tensor,
+                          projected: torch.Tensor | None) -> torch.Tensor:
+    """Each edit's coefficients of each row, (..., E, R), from one product with their b's side by side."""
+    both = replace(edits[0], b=torch.cat([e.b for e in edits], 1)).coefficients(layer_input, projected)
+    return both.view(*both.shape[:-1], len(edits), -1)
 
 
 def memo_split(model: nn.Module, edited: list[str], x: torch.Tensor) -> tuple[MemoSplit | None, str]:

@@ -53,12 +53,15 @@ class PooledTail:
         return cls(centred, centred.pow(2).sum(-1), weights, norm.weight.detach(), norm.bias.detach(), norm.eps)
 
     def pooled(self, coefficients: torch.Tensor, a: torch.Tensor) -> torch.Tensor:
-        """The mean over real tokens of LayerNorm(c_t + a s_t), s_t = coefficients[:, t]:
-        (B, width)."""
-        a_centred = a - a.mean(0)
-        cross = self.centred @ a_centred  # (B, L, R)
-        quadratic = ((coefficients @ (a_centred.T @ a_centred)) * coefficients).sum(-1)
-        variance = (self.squared + 2 * (coefficients * cross).sum(-1) + quadratic) / self.centred.shape[-1]
-        w = self.weights * torch.rsqrt(variance + self.eps)
-        core = torch.bmm(w.unsqueeze(1), self.centred).squeeze(1) + (w.unsqueeze(-1) * coefficients).sum(1) @ a_centred.T
-        return core * self.gamma + self.weights.sum(1, keepdim=True) * self.beta
+        """The mean over real tokens of LayerNorm(c_t + a_e s_et) for E edits at once, with
+        coefficients (B, L, E, R) holding s_et and a (E, width, R): (E, B, width). The edits
+        share one read of `centred`, which is what a step costs."""
+        a_centred = a - a.mean(1, keepdim=True)
+        n, length, edits, rank = coefficients.shape
+        cross = (self.centred @ a_centred.permute(1, 0, 2).reshape(-1, edits * rank)).view(coefficients.shape)
+        quadratic = torch.einsum("bler,ers,bles->ble", coefficients, a_centred.transpose(1, 2) @ a_centred, coefficients)
+        variance = (self.squared.unsqueeze(-1) + 2 * (coefficients * cross).sum(-1) + quadratic) / self.centred.shape[-1]
+        w = self.weights.unsqueeze(-1) * torch.rsqrt(variance + self.eps)  # (B, L, E)
+        core = torch.bmm(w.transpose(1, 2), self.centred)  # (B, E, width)
+        core = core + torch.einsum("ble,bler,edr->bed", w, coefficients, a_centred)
+        return (core * self.gamma + self.weights.sum(1)[:, None, None] * self.beta).transpose(0, 1)

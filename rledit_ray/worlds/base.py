@@ -30,6 +30,7 @@ import torch
 from torch import nn
 
 from rledit_ray import defaults as D
+from rledit_ray.cache import fingerprint
 from rledit_ray.errors import UserError
 from rledit_ray.targets.split import split_model
 from rledit_ray.worlds.bases import basis_sizes, factor_bases, spelled_basis
@@ -296,8 +297,14 @@ class EditWorld(gym.Env):
     def _factor_bases(self) -> list[tuple[torch.Tensor, torch.Tensor]]:
         if self.requests is not None:
             raise UserError("factor_basis is built from one request's reward samples: a generalist cannot use it")
-        return factor_bases(self.model, self.layers, self.original, self.settings.factor_basis,
-                            lambda: self.split.suffix(self.reward_h), self.settings.rank)
+        # Sub-envs of one runner share them: a wide layer's input moments take seconds (MiniLM's
+        # FFN output over RedditBias's reward pool: ~20 s), the same for every world.
+        key = "bases:" + fingerprint(*self.original, self.task.reward_x, [layer.module_name for layer in self.layers],
+                                     list(basis_sizes(self.settings.factor_basis)), self.settings.rank)
+        if key not in self._prefix_cache:
+            self._prefix_cache[key] = factor_bases(self.model, self.layers, self.original, self.settings.factor_basis,
+                                                   lambda: self.split.suffix(self.reward_h), self.settings.rank)
+        return self._prefix_cache[key]
 
     def factors(self, action: torch.Tensor) -> list[tuple[torch.Tensor, torch.Tensor]]:
         """Flat action -> one (U, V) pair per layer: U (rows x r) in [-1, 1], V (cols x r) in [0, 1];

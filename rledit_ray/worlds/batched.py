@@ -7,7 +7,9 @@ head or the first fully connected layer), the N edited matrices are stacked and 
 forward passes become one matrix product of the shared activations with all of them,
 followed by one pass of the unedited tail on the stacked outputs: the same numbers (up to
 float rounding) for less than N times the cost, because the activations are read once.
-Any other edit falls back to one suffix call per world.
+ShiftWorld's low-rank edits of a layer whose split scores them in closed form (MiniLM's last
+FFN output, targets/pooled_tail.py) are scored together the same way. Any other edit falls
+back to one suffix call per world.
 
 Episodes restart the step after they end (gymnasium's "next step" autoreset, which RLlib
 expects): that step's action is ignored and the returned observation is the reset one.
@@ -75,7 +77,7 @@ class WorldBatch(gym.vector.VectorEnv):
 
     def _reward_logits(self, which: list[int]) -> dict[int, torch.Tensor]:
         if self.batched_layer is None:
-            return {i: self.worlds[i].reward_logits() for i in which}
+            return self._low_rank_logits(which)
         # Worlds serving different requests (a generalist's episodes) hold different reward
         # samples: stack the worlds that share theirs.
         groups: dict[int, list[int]] = {}
@@ -101,6 +103,28 @@ class WorldBatch(gym.vector.VectorEnv):
             z = z.view(len(h), len(which), out).transpose(0, 1).reshape(len(which) * len(h), out)
             tail = first.split.sequential_suffix[1:](z).view(len(which), len(h), -1)
         return dict(zip(which, tail))
+
+    def _low_rank_logits(self, which: list[int]) -> dict[int, torch.Tensor]:
+        """Worlds whose edits are low-rank terms of one layer over the same original weights,
+        basis and reward rows, at one rank, scored together where their split has a closed form
+        (targets/pooled_tail.py: the edits share its reads of the cached activations); the rest
+        one by one."""
+        groups: dict[tuple | None, list] = {}
+        for i in which:
+            edit = self.worlds[i].low_rank_edit()
+            key = None if edit is None else (id(self.worlds[i].reward_h), edit.key, edit.basis_key, edit.a.shape[1])
+            groups.setdefault(key, []).append((i, edit))
+        logits = {}
+        for key, members in groups.items():
+            first = self.worlds[members[0][0]]
+            together = getattr(first.split, "closed_form_suffixes", None)
+            stacked = (together(first.reward_h, [edit for _, edit in members])
+                       if key is not None and len(members) > 1 and together else None)
+            if stacked is None:
+                logits.update({i: self.worlds[i].reward_logits() for i, _ in members})
+            else:
+                logits.update({i: rows for (i, _), rows in zip(members, stacked)})
+        return logits
 
     def use_reward_fold(self, k: int) -> None:
         for world in self.worlds:
