@@ -12,7 +12,9 @@ from the full product's (float rounding):
   (targets/pooled_tail.py), what a run uses;
 - "replay": the layer's cached original output plus the low-rank term, the rest of the network
   replayed through its own code (targets/memo.py);
-- "full product": the edited weights written into the layer and its whole matrix product.
+- "full product": the edited weights written into the layer and its whole matrix product;
+and the closed form's seconds per edit for its logits alone, one edit at a time and 8 scored
+together, as the 8 sub-envs of an EnvRunner score ES's candidates (worlds/batched.py).
 The numbers of docs/deep-edits.md ("Bias through the encoder") come from this script.
 """
 from __future__ import annotations
@@ -61,11 +63,23 @@ def main() -> None:
             world.split.closed_form = closed_form
             times[name].append(seconds_per_step())
             logits[name] = world.reward_logits()
+    world.low_rank_edit, world.split.closed_form = (lambda: factored(world)), True
+    world.reset(seed=0)
+    world.step(action)
+    per_edit = {}  # edits scored together -> seconds per edit, the logits alone
+    for n in (1, 8):
+        edits, per_edit[n] = [world.low_rank_edit()] * n, []
+        for _ in range(3):
+            start = time.perf_counter()
+            world.split.closed_form_suffixes(world.reward_h, edits)
+            per_edit[n].append((time.perf_counter() - start) / n)
     print(f"{world.task.n_samples} reward texts, {sum(x.shape[0] * x.shape[-1] for x, _ in world.reward_h.chunks)} "
           f"token positions")
     for name in ways:
         diff = float((logits[name] - logits["full product"]).abs().max())
         print(f"{name}: {statistics.median(times[name]):.3f} s/step, logits within {diff:.2g} of the full product")
+    print("closed form, the logits alone: " + ", ".join(
+        f"{n} edit{'s together' if n > 1 else ''} {statistics.median(t):.3f} s per edit" for n, t in per_edit.items()))
 
 
 if __name__ == "__main__":
