@@ -365,8 +365,8 @@ def test_a_world_batch_scores_its_encoder_edits_together_as_each_world_alone(tmp
     rng = np.random.default_rng(0)
     for _ in range(2):
         actions = rng.uniform(-1, 1, batch.action_space.shape).astype(np.float32)
-        _, rewards, *_ = batch.step(actions)
-        for world, reward in zip(batch.worlds, rewards):
+        batch.step(actions)
+        for world in batch.worlds:
             world.low_rank_edit = lambda: None  # the world's own full pass over the weights it wrote
             expected = world.reward_task.reward_terms(world.reward_logits(), world.reference_logits)
             del world.low_rank_edit

@@ -76,7 +76,7 @@ def _deep_edits() -> dict[str, Table]:
                                   bias_delta_table, 9),
             "bias-encoder-es": Table("docs/deep-edits.md",
                                      _three_seeds("bias-encoder-es", "--config configs/bias_encoder_es.yaml"),
-                                     bias_delta_table, 48),
+                                     bias_delta_table, 42),
             "bias-encoder-probe": Table("docs/deep-edits.md", tuple(
                 Step(f"python scripts/bias_encoder_probe.py {flags} {PROBE_COMMON}", label=f"`{flags}`")
                 for flags in ENCODER_PROBES), probe_table, 20)}
