@@ -13,11 +13,12 @@ A~ = A minus its column means (the LayerNorm removes each token's mean):
     pooled = gamma * (sum_t w_t c~_t + A~ sum_t w_t s_t) + beta,   w_t = mask_t / (n * sqrt(var_t + eps))
 
 with n a text's real tokens. A step reads c~ twice (A~^T c~_t, then the weighted sum) and
-the coefficients' inputs once; the replay through the model's own code (targets/memo.py)
-writes and reads (tokens x width) tensors some ten times: the layer's output, the residual sum,
-the LayerNorm, the masked pooling. On the bias task's encoder edit (rank 2, factor basis
-[32, 256], 256 texts per cell) a step costs about a third of the replay's
-(`python scripts/factored_step.py`).
+the coefficients' inputs once, and E edits scored together share those reads; the replay
+through the model's own code (targets/memo.py) writes and reads (tokens x width) tensors some
+ten times per edit: the layer's output, the residual sum, the LayerNorm, the masked pooling. On
+the bias task's ES config over its whole reward pool, a world step costs 0.153 s against the
+replay's 0.234 s, and the logits of 8 edits together 0.021 s per edit (docs/deep-edits.md,
+`python scripts/factored_step.py --per-set 1024`).
 
 `PooledTail` holds what is fixed for one chunk of texts; the memo split builds it once per
 chunk and checks its logits against the replay's before it uses it.
@@ -57,7 +58,7 @@ class PooledTail:
         coefficients (B, L, E, R) holding s_et and a (E, width, R): (E, B, width). The edits
         share one read of `centred`, which is what a step costs."""
         a_centred = a - a.mean(1, keepdim=True)
-        n, length, edits, rank = coefficients.shape
+        edits, rank = coefficients.shape[2:]
         cross = (self.centred @ a_centred.permute(1, 0, 2).reshape(-1, edits * rank)).view(coefficients.shape)
         quadratic = torch.einsum("bler,ers,bles->ble", coefficients, a_centred.transpose(1, 2) @ a_centred, coefficients)
         variance = (self.squared.unsqueeze(-1) + 2 * (coefficients * cross).sum(-1) + quadratic) / self.centred.shape[-1]
