@@ -6,8 +6,8 @@ How to run (after `make setup`; ~3 minutes on 2 cores, most of it building the w
 
 What to expect: one line per way with the median seconds per world step (reset + one step, as
 an ES candidate costs) on the edit of `configs/bias_encoder_es.yaml` (rank 2, factor_basis
-[32, 256]) with N reward texts per cell (default 256), and the largest difference of its logits
-from the full product's (float rounding):
+[32, 768]) with its reward texts (1,024 per cell: the whole pool) or N per cell, and the largest
+difference of its logits from the full product's (float rounding):
 - "closed form": the low-rank term through the LayerNorm and the pooling in closed form
   (targets/pooled_tail.py), what a run uses;
 - "replay": the layer's cached original output plus the low-rank term, the rest of the network
@@ -36,10 +36,12 @@ def main() -> None:
     from rledit_ray.config import build_config
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--per-set", type=int, default=256, help="reward texts per (group, label) cell")
+    ap.add_argument("--per-set", type=int, default=None, help="reward texts per (group, label) cell "
+                    "(default: the config's)")
     args = ap.parse_args()
     settings = yaml.safe_load(CONFIG.read_text())
-    settings["samples"] = {"per_set": args.per_set}
+    if args.per_set is not None:
+        settings["samples"] = {"per_set": args.per_set}
     torch.set_num_threads(settings["torch_threads"])
     world = build_world(build_config(settings))
     action = np.random.default_rng(0).uniform(-0.3, 0.3, world.action_space.shape).astype(np.float32)

@@ -322,6 +322,16 @@ def test_an_edit_of_the_encoder_puts_the_encoder_in_the_target(tmp_path):
         build_world(build_config({**base, "edit": ["minilm.encoder.layer.9.output.dense"]}))
 
 
+def _full_pass_logits(world) -> torch.Tensor:
+    """The world's reward logits from the model's own pass over the weights it wrote (its
+    low-rank edit hidden: the instance attribute shadows the method)."""
+    world.low_rank_edit = lambda: None
+    try:
+        return world.reward_logits()
+    finally:
+        del world.low_rank_edit
+
+
 @pytest.mark.parametrize("factor_basis", [0, [8, 32]])
 def test_an_edit_of_the_encoders_last_ffn_output_is_scored_in_closed_form_as_its_weights_score(
         tmp_path, factor_basis):
@@ -338,9 +348,7 @@ def test_an_edit_of_the_encoders_last_ffn_output_is_scored_in_closed_form_as_its
     for _ in range(3):  # the rank grows with each step: 2, 4, 6
         world.step(rng.uniform(-1, 1, world.action_space.shape).astype(np.float32))
         closed = world.reward_logits().clone()
-        world.low_rank_edit = lambda: None  # the model's own pass over the weights the world wrote
-        torch.testing.assert_close(closed, world.reward_logits(), atol=1e-5, rtol=1e-5)
-        del world.low_rank_edit
+        torch.testing.assert_close(closed, _full_pass_logits(world), atol=1e-5, rtol=1e-5)
     tails = [value for _, records in world.reward_h.chunks for key, value in records.items()
              if key[0] == "<pooled tail>"]
     assert tails and all(tail is not None for tail in tails)
@@ -367,9 +375,7 @@ def test_a_world_batch_scores_its_encoder_edits_together_as_each_world_alone(tmp
         actions = rng.uniform(-1, 1, batch.action_space.shape).astype(np.float32)
         batch.step(actions)
         for world in batch.worlds:
-            world.low_rank_edit = lambda: None  # the world's own full pass over the weights it wrote
-            expected = world.reward_task.reward_terms(world.reward_logits(), world.reference_logits)
-            del world.low_rank_edit
+            expected = world.reward_task.reward_terms(_full_pass_logits(world), world.reference_logits)
             assert world.terms == pytest.approx(expected, abs=1e-5)
     assert 3 in stacked
 
@@ -390,8 +396,7 @@ def test_a_closed_form_that_does_not_give_the_models_logits_is_not_used(tmp_path
     world.reset(seed=0)
     world.step(np.random.default_rng(0).uniform(-1, 1, world.action_space.shape).astype(np.float32))
     replayed = world.reward_logits().clone()
-    world.low_rank_edit = lambda: None
-    torch.testing.assert_close(replayed, world.reward_logits(), atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(replayed, _full_pass_logits(world), atol=1e-5, rtol=1e-5)
     assert "differs from the model's own pass" in caplog.text
     assert all(value is None for _, records in world.reward_h.chunks for key, value in records.items()
                if key[0] == "<pooled tail>")

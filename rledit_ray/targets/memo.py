@@ -97,10 +97,10 @@ class MemoSplit(Split):
         None. The edits share each read of what the closed form keeps."""
         if not self.closed_form:
             return None
+        key = ("<pooled tail>", edits[0].key, edits[0].basis_key)
         with torch.inference_mode():
             kept = []
             for inputs, records in cache.chunks:
-                key = ("<pooled tail>", edits[0].key, edits[0].basis_key)
                 if records is not None and key not in records:
                     records[key] = self._pooled_tail(inputs, records, edits[0])
                 if records is None or records[key] is None:
